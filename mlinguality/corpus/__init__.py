@@ -1,0 +1,1 @@
+"""Stage 2: parallel corpora (to be filled by the corpus issue)."""
