@@ -1,0 +1,379 @@
+"""Stage 3: stream MLP key activations into per-language sufficient statistics.
+
+:func:`collect` runs the model over each language of a parallel corpus in length-sorted batches.
+Hooks on ``blocks.{L}.mlp.hook_post`` (and ``hook_pre``, the gate pre-activation of gated MLPs)
+reduce each batch in place into :class:`~mlinguality.stats.ActivationStats`; the raw activations
+are never kept. The forward pass ends as soon as the last layer's hook has fired, so the final
+norm and the unembedding (most of the FLOPs of a 262k-vocabulary model) never run.
+
+Which positions count (``positions``):
+
+- ``all``: every real token; ``last``: the last real token; ``word_final``: the last token of each
+  whitespace word. In a causal model the activation at position ``i`` depends only on tokens
+  ``<= i``, so one pass gives the numbers of the seed authors' one-forward-per-word-prefix loop
+  (:func:`word_final_prefix_loop`), up to tokenizer boundary effects (docs/method.md).
+- Padding never counts. BOS is excluded by default: its activation is the same for every text
+  of every language (it sees only itself), so it adds identical mass to every language's
+  statistics and dilutes differences; ``include_bos=True`` keeps it.
+
+A run with ``checkpoint_dir`` saves each language's partial statistics atomically (at most every
+``checkpoint_every_s`` seconds, and when a language finishes); a run killed midway resumes from
+there and ends with exactly the statistics of an uninterrupted run (same batches, same order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import einops
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from mlinguality.batching import (
+    Batch,
+    PaddingSide,
+    Positions,
+    TokenizedText,
+    pad_batch,
+    plan_batches,
+    position_mask,
+    tokenize_texts,
+)
+from mlinguality.errors import MlingualityError
+from mlinguality.stats import ActivationStats
+
+logger = logging.getLogger(__name__)
+
+POSITIONS = ("all", "last", "word_final")
+
+
+class _StopForward(Exception):
+    """Raised from the last needed hook to leave the forward pass early."""
+
+
+def hook_post_name(layer: int) -> str:
+    return f"blocks.{layer}.mlp.hook_post"
+
+
+def hook_pre_name(layer: int) -> str:
+    return f"blocks.{layer}.mlp.hook_pre"
+
+
+def is_gated(model) -> bool:
+    """True for gated MLPs (Gemma, Llama, Qwen): hook_post = act(gate) * up."""
+    return "blocks.0.mlp.hook_pre_linear" in model.hook_dict
+
+
+class _BatchReducer:
+    """Hook functions that fold one batch's activations into running statistics."""
+
+    def __init__(self, stats: ActivationStats, n_layers: int, gated: bool, per_example: bool):
+        self.stats = stats
+        self.n_layers = n_layers
+        self.gated = gated
+        self.per_example = per_example
+        self.mask: Bool[Tensor, "batch pos"] | None = None
+        self.rows: Tensor | None = None
+        self.fired: set[int] = set()
+        self.gate_fired: set[int] = set()
+
+    def start(self, mask: Bool[Tensor, "batch pos"], rows: Sequence[int]) -> None:
+        self.mask = mask
+        self.rows = torch.as_tensor(list(rows), dtype=torch.long)
+        self.fired = set()
+        self.gate_fired = set()
+
+    def post_hook(self, layer: int):
+        def hook(acts: Float[Tensor, "batch pos d_mlp"], hook) -> None:
+            self._reduce_post(layer, acts)
+            self.fired.add(layer)
+            if layer == self.n_layers - 1:  # the gate hooks (hook_pre) of every layer fired before
+                raise _StopForward
+
+        return hook
+
+    def pre_hook(self, layer: int):
+        def hook(pre: Float[Tensor, "batch pos d_mlp"], hook) -> None:
+            weight = self.mask.to(pre.dtype)
+            positive = (pre > 0).to(pre.dtype)
+            counts = einops.einsum(weight, positive, "batch pos, batch pos d_mlp -> d_mlp")
+            self.stats.n_gate_positive[layer] += counts.round().long().cpu()
+            self.gate_fired.add(layer)
+
+        return hook
+
+    def _reduce_post(self, layer: int, acts: Float[Tensor, "batch pos d_mlp"]) -> None:
+        stats, mask = self.stats, self.mask
+        weight = mask.to(torch.float64)
+        acts64 = acts.detach().to(torch.float64)
+        per_example_sum = einops.einsum(weight, acts64, "batch pos, batch pos d_mlp -> batch d_mlp")
+        per_example_sq = einops.einsum(
+            weight, acts64.square(), "batch pos, batch pos d_mlp -> batch d_mlp"
+        )
+        per_example_pos = einops.einsum(
+            weight, (acts64 > 0).to(torch.float64), "batch pos, batch pos d_mlp -> batch d_mlp"
+        )
+        stats.sum[layer] += einops.reduce(per_example_sum, "batch d_mlp -> d_mlp", "sum").cpu()
+        stats.sum_sq[layer] += einops.reduce(per_example_sq, "batch d_mlp -> d_mlp", "sum").cpu()
+        stats.n_positive[layer] += (
+            einops.reduce(per_example_pos, "batch d_mlp -> d_mlp", "sum").round().long().cpu()
+        )
+        masked = acts.detach().float().masked_fill(~mask[..., None], float("-inf"))
+        batch_max = einops.reduce(masked, "batch pos d_mlp -> d_mlp", "max").cpu()
+        stats.max[layer] = torch.maximum(stats.max[layer], batch_max)
+        if self.per_example:
+            counts = einops.reduce(weight, "batch pos -> batch", "sum").clamp_min(1)[:, None]
+            stats.example_mean[self.rows, layer] = (per_example_sum / counts).float().cpu()
+            stats.example_frac_positive[self.rows, layer] = (per_example_pos / counts).float().cpu()
+
+
+def collect(
+    model,
+    corpus,
+    langs: Sequence[str] | None = None,
+    positions: str = "all",
+    include_bos: bool = False,
+    per_example: bool = False,
+    batch_tokens: int = 4096,
+    max_batch_size: int = 64,
+    padding_side: str = "right",
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every_s: float = 60.0,
+    progress: bool = True,
+) -> dict[str, ActivationStats]:
+    """Per-language activation statistics of every MLP neuron over ``corpus``.
+
+    Choices are plain strings (checked here, with a one-line error) rather than ``Literal`` types,
+    so that a bad value from a config or script gets a readable message.
+
+    Args:
+        model: A TransformerBridge from :func:`mlinguality.load_model`.
+        corpus: A ParallelCorpus (anything with ``.ids`` and ``.texts(lang)``).
+        langs: Languages to collect (default: all of the corpus's).
+        positions: ``"all"``, ``"last"`` or ``"word_final"`` (see the module docstring).
+        include_bos: Count the BOS position too.
+        per_example: Also keep the per-example mean and share of positive activations
+            (``[example, layer, d_mlp]``, float32), needed by per-example metrics and tests.
+        batch_tokens: Padded tokens per batch (batch size x longest example).
+        max_batch_size: Upper bound on examples per batch.
+        padding_side: ``"right"`` or ``"left"``; the statistics are the same either way.
+        checkpoint_dir: Where to save and resume partial statistics (one file per language).
+        checkpoint_every_s: Minimum seconds between checkpoints of one language.
+        progress: Show a progress bar over tokens.
+
+    Returns:
+        ``{lang: ActivationStats}`` in the order of ``langs``.
+
+    >>> from mlinguality import TinyModelConfig, load_model
+    >>> model = load_model(TinyModelConfig(n_layers=2, d_mlp=64))
+    >>> class Corpus:
+    ...     ids = ["a", "b"]
+    ...     def texts(self, lang):
+    ...         return {"en": ["Blessed are they", "Amen"], "fr": ["Heureux", "Amen"]}[lang]
+    >>> stats = collect(model, Corpus(), ["en", "fr"], progress=False)
+    >>> stats["en"].n_tokens == sum(len(model.tokenizer(t).input_ids) - 1 for t in Corpus().texts("en"))
+    True
+    """
+    if positions not in POSITIONS:
+        raise MlingualityError(f"positions: unknown {positions!r}; choose one of {POSITIONS}")
+    if padding_side not in ("left", "right"):
+        raise MlingualityError(f"padding_side: unknown {padding_side!r}; choose 'left' or 'right'")
+    langs = list(langs if langs is not None else corpus.langs)
+    ids = [str(example_id) for example_id in corpus.ids]
+    tokenized = {
+        lang: tokenize_texts(
+            model.tokenizer, corpus.texts(lang), word_final=positions == "word_final"
+        )
+        for lang in langs
+    }
+    if positions == "word_final":
+        _warn_if_few_words(corpus, langs)
+    total = sum(len(text.ids) for texts in tokenized.values() for text in texts)
+    bar = _progress_bar(total, progress)
+    result = {}
+    try:
+        for lang in langs:
+            result[lang] = _collect_language(
+                model,
+                lang,
+                ids,
+                tokenized[lang],
+                positions=positions,
+                include_bos=include_bos,
+                per_example=per_example,
+                batch_tokens=batch_tokens,
+                max_batch_size=max_batch_size,
+                padding_side=padding_side,
+                checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
+                checkpoint_every_s=checkpoint_every_s,
+                bar=bar,
+            )
+    finally:
+        bar.close()
+    return result
+
+
+def _collect_language(
+    model,
+    lang: str,
+    ids: list[str],
+    texts: list[TokenizedText],
+    *,
+    positions: Positions,
+    include_bos: bool,
+    per_example: bool,
+    batch_tokens: int,
+    max_batch_size: int,
+    padding_side: PaddingSide,
+    checkpoint_dir: Path | None,
+    checkpoint_every_s: float,
+    bar,
+) -> ActivationStats:
+    n_layers, d_mlp = model.cfg.n_layers, model.cfg.d_mlp
+    gated = is_gated(model)
+    batches = plan_batches([len(text.ids) for text in texts], batch_tokens, max_batch_size)
+    meta = {
+        "model": str(getattr(model.cfg, "model_name", "")),
+        "n_layers": n_layers,
+        "d_mlp": d_mlp,
+        "positions": positions,
+        "include_bos": include_bos,
+        "per_example": per_example,
+        "hook": "blocks.{L}.mlp.hook_post",
+        "gate_hook": "blocks.{L}.mlp.hook_pre" if gated else None,
+        "dtype": str(next(model.parameters()).dtype),
+        "plan": _fingerprint(ids, texts, batches),
+    }
+    checkpoint = checkpoint_dir / f"{lang}.safetensors" if checkpoint_dir else None
+    stats, done = _resume(checkpoint, meta) if checkpoint else (None, 0)
+    if stats is None:
+        stats = ActivationStats.empty(lang, n_layers, d_mlp, gated, meta)
+        stats.example_ids = list(ids)
+        stats.example_n_tokens = torch.zeros(len(ids), dtype=torch.long)
+        if per_example:
+            stats.example_mean = torch.zeros((len(ids), n_layers, d_mlp))
+            stats.example_frac_positive = torch.zeros((len(ids), n_layers, d_mlp))
+    bar.update(sum(len(texts[index].ids) for batch in batches[:done] for index in batch))
+    reducer = _BatchReducer(stats, n_layers, gated, per_example)
+    hooks = [(hook_post_name(layer), reducer.post_hook(layer)) for layer in range(n_layers)]
+    if gated:
+        hooks += [(hook_pre_name(layer), reducer.pre_hook(layer)) for layer in range(n_layers)]
+    device = model.cfg.device
+    last_save = time.monotonic()
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+        for batch_number in range(done, len(batches)):
+            batch = pad_batch(texts, batches[batch_number], _pad_id(model), padding_side, device)
+            mask = position_mask(batch, texts, positions, include_bos)
+            reducer.start(mask, batch.indices)
+            _forward_to_last_hook(model, batch)
+            expected = set(range(n_layers))
+            if reducer.fired != expected or (gated and reducer.gate_fired != expected):
+                raise RuntimeError(f"hooks fired on layers {sorted(reducer.fired)} only")
+            counts = einops.reduce(mask.long(), "batch pos -> batch", "sum").cpu()
+            stats.example_n_tokens[batch.indices] = counts
+            stats.n_tokens += int(counts.sum())
+            bar.update(sum(batch.lengths))
+            if checkpoint and time.monotonic() - last_save >= checkpoint_every_s:
+                _save_checkpoint(stats, checkpoint, batch_number + 1)
+                last_save = time.monotonic()
+    if checkpoint:
+        _save_checkpoint(stats, checkpoint, len(batches))
+    stats.meta.pop("batches_done", None)
+    return stats
+
+
+def _forward_to_last_hook(model, batch: Batch) -> None:
+    """Run the model until the last layer's hook_post fires (it raises _StopForward)."""
+    try:
+        model(
+            batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            return_type=None,
+            use_cache=False,
+        )
+    except _StopForward:
+        return
+    raise RuntimeError("the forward pass ended without reaching the last layer's hook_post")
+
+
+def _pad_id(model) -> int:
+    tokenizer = model.tokenizer
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _fingerprint(ids: list[str], texts: list[TokenizedText], batches: list[list[int]]) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps([ids, [text.ids for text in texts], batches]).encode())
+    return digest.hexdigest()[:16]
+
+
+def _resume(checkpoint: Path, meta: dict) -> tuple[ActivationStats | None, int]:
+    if not checkpoint.exists():
+        return None, 0
+    stats = ActivationStats.load(checkpoint)
+    saved = {key: value for key, value in stats.meta.items() if key != "batches_done"}
+    if saved != meta:
+        changed = sorted(key for key in meta if saved.get(key) != meta[key])
+        raise MlingualityError(
+            f"checkpoint {checkpoint} was made with other settings ({', '.join(changed)}); "
+            "use a fresh checkpoint_dir or delete it"
+        )
+    done = int(stats.meta.get("batches_done", 0))
+    logger.info("resuming %s from %s after %d batches", stats.lang, checkpoint, done)
+    return stats, done
+
+
+def _save_checkpoint(stats: ActivationStats, path: Path, batches_done: int) -> None:
+    stats.meta["batches_done"] = batches_done
+    stats.save(path)
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="tok", unit_scale=True, desc="Collecting", disable=not enabled)
+
+
+def _warn_if_few_words(corpus, langs: Sequence[str]) -> None:
+    """word_final degenerates for scripts written without spaces (Chinese, Japanese, Thai)."""
+    counts = {lang: [len(text.split()) for text in corpus.texts(lang)] for lang in langs}
+    means = {lang: sum(c) / max(len(c), 1) for lang, c in counts.items()}
+    top = max(means.values(), default=0.0)
+    for lang, mean in means.items():
+        if top and mean < top / 4:
+            logger.warning(
+                "word_final: %s has %.1f whitespace words per example against %.1f in the "
+                "wordiest language (a script without spaces?); its word-final positions are few "
+                "and long. Consider positions='all' or 'last' for it.",
+                lang,
+                mean,
+                top,
+            )
+
+
+def word_final_prefix_loop(
+    model, text: str, layers: Sequence[int] | None = None
+) -> Float[Tensor, "word layer d_mlp"]:
+    """The seed authors' reference: one forward per word prefix (batch 1), last token's hook_post.
+
+    Slow by design; :func:`collect` with ``positions="word_final"`` computes the same in one pass.
+    """
+    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    names = {hook_post_name(layer) for layer in layers}
+    rows = []
+    with torch.inference_mode():
+        for match in re.finditer(r"\S+", text):
+            ids = model.tokenizer(text[: match.end()], return_tensors="pt").input_ids
+            _, cache = model.run_with_cache(
+                ids.to(model.cfg.device), names_filter=lambda name: name in names
+            )
+            rows.append(torch.stack([cache[hook_post_name(layer)][0, -1] for layer in layers]))
+    return torch.stack(rows).float().cpu()

@@ -1,0 +1,180 @@
+"""Tokenise texts once, find word-final tokens, and pack length-sorted, padded batches.
+
+Shared by every stage that runs the model over text (collection, evaluation), so that padding,
+position ids and the choice of counted positions are handled in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+Positions = Literal["all", "last", "word_final"]
+PaddingSide = Literal["left", "right"]
+
+_WORD = re.compile(r"\S+")
+
+
+@dataclass
+class TokenizedText:
+    """One text's token ids and, when asked for, the index of each whitespace word's last token.
+
+    Attributes:
+        ids: Token ids, BOS first when the tokenizer adds one.
+        has_bos: Whether ``ids[0]`` is the BOS token.
+        word_final: Token index of the last token of each whitespace word (sorted, unique).
+        n_bytes: UTF-8 bytes of the text.
+    """
+
+    ids: list[int]
+    has_bos: bool
+    word_final: list[int] = field(default_factory=list)
+    n_bytes: int = 0
+
+
+def word_final_token_indices(text: str, offsets: Sequence[tuple[int, int]]) -> list[int]:
+    """Index of the token that ends each whitespace word of ``text``.
+
+    ``offsets`` are the tokenizer's character spans (special tokens have ``(0, 0)``). A word's
+    final token is the last token that starts before the word's end. Two words can share one
+    token when the tokenizer merges across a space; the index is then listed once.
+
+    >>> word_final_token_indices("ab cd", [(0, 0), (0, 1), (1, 2), (2, 5)])
+    [2, 3]
+    """
+    starts = [start if end > start else -1 for start, end in offsets]
+    result: list[int] = []
+    token = 0
+    for match in _WORD.finditer(text):
+        end = match.end()
+        while token + 1 < len(starts) and (starts[token + 1] < end):
+            token += 1
+        while token < len(starts) and starts[token] == -1:  # never land on a special token
+            token += 1
+        if token < len(starts) and (not result or result[-1] != token):
+            result.append(token)
+    return result
+
+
+def tokenize_texts(
+    tokenizer, texts: Sequence[str], word_final: bool = False
+) -> list[TokenizedText]:
+    """Tokenise ``texts`` once (with the tokenizer's special tokens, i.e. BOS where it adds one)."""
+    encoded = tokenizer(
+        list(texts), add_special_tokens=True, return_offsets_mapping=word_final, padding=False
+    )
+    bos = tokenizer.bos_token_id
+    result = []
+    for index, text in enumerate(texts):
+        ids = list(encoded["input_ids"][index])
+        finals = (
+            word_final_token_indices(text, encoded["offset_mapping"][index]) if word_final else []
+        )
+        has_bos = bool(ids) and bos is not None and ids[0] == bos
+        result.append(TokenizedText(ids, has_bos, finals, len(text.encode("utf-8"))))
+    return result
+
+
+def plan_batches(
+    lengths: Sequence[int], batch_tokens: int = 4096, max_batch_size: int = 64
+) -> list[list[int]]:
+    """Group example indices into batches of similar length, longest first.
+
+    Each batch's padded size (``len(batch) * longest``) stays within ``batch_tokens`` (a single
+    longer example gets a batch of its own). Deterministic: ties keep the input order.
+
+    >>> plan_batches([3, 10, 4, 9], batch_tokens=20)
+    [[1, 3], [2, 0]]
+    """
+    order = sorted(range(len(lengths)), key=lambda index: (-lengths[index], index))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = lengths[current[0]] if current else lengths[index]
+        if current and (
+            (len(current) + 1) * longest > batch_tokens or len(current) >= max_batch_size
+        ):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@dataclass
+class Batch:
+    """Padded token ids of some examples, with what the model and the statistics need."""
+
+    indices: list[int]
+    input_ids: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+    position_ids: Int[Tensor, "batch pos"]
+    lengths: list[int]
+    padding_side: PaddingSide
+
+    def token_index(self, row: int, token: int) -> int:
+        """Column of the ``token``-th real token of ``row`` in the padded batch."""
+        pad = self.input_ids.shape[1] - self.lengths[row] if self.padding_side == "left" else 0
+        return pad + token
+
+
+def pad_batch(
+    texts: Sequence[TokenizedText],
+    indices: Sequence[int],
+    pad_id: int,
+    padding_side: PaddingSide = "right",
+    device: str | torch.device = "cpu",
+) -> Batch:
+    """Pad the chosen examples into one batch; position ids count real tokens only."""
+    lengths = [len(texts[index].ids) for index in indices]
+    width = max(lengths)
+    ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(indices), width), dtype=torch.long)
+    for row, (index, length) in enumerate(zip(indices, lengths, strict=True)):
+        columns = slice(width - length, width) if padding_side == "left" else slice(0, length)
+        ids[row, columns] = torch.tensor(texts[index].ids)
+        mask[row, columns] = 1
+    position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+    return Batch(
+        list(indices),
+        ids.to(device),
+        mask.to(device),
+        position_ids.to(device),
+        lengths,
+        padding_side,
+    )
+
+
+def position_mask(
+    batch: Batch,
+    texts: Sequence[TokenizedText],
+    positions: Positions = "all",
+    include_bos: bool = False,
+) -> Bool[Tensor, "batch pos"]:
+    """Which padded positions count: never padding; BOS only if ``include_bos``.
+
+    ``all``: every real token; ``last``: the last real token; ``word_final``: the last token of
+    each whitespace word.
+    """
+    mask = torch.zeros(batch.input_ids.shape, dtype=torch.bool)
+    for row, index in enumerate(batch.indices):
+        text = texts[index]
+        first = 1 if (text.has_bos and not include_bos) else 0
+        if positions == "all":
+            tokens = range(first, batch.lengths[row])
+        elif positions == "last":
+            tokens = [batch.lengths[row] - 1] if batch.lengths[row] > first else []
+        elif positions == "word_final":
+            tokens = [token for token in text.word_final if token >= first]
+        else:
+            raise ValueError(f"positions: unknown {positions!r}")
+        for token in tokens:
+            mask[row, batch.token_index(row, token)] = True
+    return mask.to(batch.input_ids.device)
