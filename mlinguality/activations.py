@@ -45,6 +45,7 @@ from mlinguality.batching import (
     plan_batches,
     position_mask,
     tokenize_texts,
+    word_end_tokens,
 )
 from mlinguality.errors import MlingualityError
 from mlinguality.stats import ActivationStats
@@ -377,3 +378,61 @@ def word_final_prefix_loop(
             )
             rows.append(torch.stack([cache[hook_post_name(layer)][0, -1] for layer in layers]))
     return torch.stack(rows).float().cpu()
+
+
+def word_final_agreement(model, texts: Sequence[str], layers: Sequence[int] | None = None) -> dict:
+    """Compare one-pass ``word_final`` positions with the prefix loop, word by word.
+
+    For each whitespace word, the prefix loop tokenises ``text[:word_end]`` on its own; the
+    one pass reads the word's last token inside the whole text. They see the same tokens unless
+    the tokenizer splits the prefix's end differently from the full text (a boundary effect).
+
+    Returns:
+        ``words``; ``same_tokens`` (words whose prefix tokenisation equals the full text's tokens
+        up to the word-final token); ``max_abs_diff_same_tokens`` (largest activation difference
+        over those words, float noise only); ``max_abs_diff_other`` (over the rest); ``examples``
+        (up to 5 mismatching prefixes with both tokenisations).
+    """
+    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    words = same = 0
+    diff_same = diff_other = 0.0
+    examples = []
+    for text in texts:
+        loop = word_final_prefix_loop(model, text, layers)
+        encoded = model.tokenizer(text, return_offsets_mapping=True)
+        token_ids = list(encoded.input_ids)
+        finals = word_end_tokens(text, encoded.offset_mapping)
+        ids = torch.tensor([token_ids], device=model.cfg.device)
+        names = {hook_post_name(layer) for layer in layers}
+        with torch.inference_mode():
+            _, cache = model.run_with_cache(ids, names_filter=lambda name: name in names)
+        full = (
+            torch.stack([cache[hook_post_name(layer)][0] for layer in layers], dim=1).float().cpu()
+        )
+        ends = [match.end() for match in re.finditer(r"\S+", text)]
+        for word, (end, final) in enumerate(zip(ends, finals, strict=True)):
+            prefix_ids = model.tokenizer(text[:end]).input_ids
+            diff = (full[final] - loop[word]).abs().max().item()
+            words += 1
+            if prefix_ids == token_ids[: final + 1]:
+                same += 1
+                diff_same = max(diff_same, diff)
+            else:
+                diff_other = max(diff_other, diff)
+                if len(examples) < 5:
+                    examples.append(
+                        {
+                            "prefix": text[:end][-30:],
+                            "prefix_tail": model.tokenizer.convert_ids_to_tokens(prefix_ids[-2:]),
+                            "in_text": model.tokenizer.convert_ids_to_tokens(
+                                token_ids[max(final - 1, 0) : final + 2]
+                            ),
+                        }
+                    )
+    return {
+        "words": words,
+        "same_tokens": same,
+        "max_abs_diff_same_tokens": diff_same,
+        "max_abs_diff_other": diff_other,
+        "examples": examples,
+    }

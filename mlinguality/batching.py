@@ -38,28 +38,34 @@ class TokenizedText:
     n_bytes: int = 0
 
 
-def word_final_token_indices(text: str, offsets: Sequence[tuple[int, int]]) -> list[int]:
-    """Index of the token that ends each whitespace word of ``text``.
+def word_end_tokens(text: str, offsets: Sequence[tuple[int, int]]) -> list[int]:
+    """For each whitespace word of ``text``, the index of the token that ends it.
 
     ``offsets`` are the tokenizer's character spans (special tokens have ``(0, 0)``). A word's
-    final token is the last token that starts before the word's end. Two words can share one
-    token when the tokenizer merges across a space; the index is then listed once.
+    final token is the last non-special token that starts before the word's end.
 
-    >>> word_final_token_indices("ab cd", [(0, 0), (0, 1), (1, 2), (2, 5)])
+    >>> word_end_tokens("ab cd", [(0, 0), (0, 1), (1, 2), (2, 5)])
     [2, 3]
     """
-    starts = [start if end > start else -1 for start, end in offsets]
-    result: list[int] = []
-    token = 0
+    starts = [start if end > start else None for start, end in offsets]
+    result = []
     for match in _WORD.finditer(text):
-        end = match.end()
-        while token + 1 < len(starts) and (starts[token + 1] < end):
-            token += 1
-        while token < len(starts) and starts[token] == -1:  # never land on a special token
-            token += 1
-        if token < len(starts) and (not result or result[-1] != token):
-            result.append(token)
+        candidates = [
+            i for i, start in enumerate(starts) if start is not None and start < match.end()
+        ]
+        if candidates:
+            result.append(candidates[-1])
     return result
+
+
+def word_final_token_indices(text: str, offsets: Sequence[tuple[int, int]]) -> list[int]:
+    """Sorted, unique word-final token indices (two words can end in one token when the
+    tokenizer merges across a space; the index is then listed once).
+
+    >>> word_final_token_indices("a b", [(0, 0), (0, 3)])
+    [1]
+    """
+    return sorted(set(word_end_tokens(text, offsets)))
 
 
 def tokenize_texts(

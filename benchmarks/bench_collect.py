@@ -1,0 +1,193 @@
+"""Benchmark activation collection on Gemma 3 270M over Bible verses (ratios within one run).
+
+    python benchmarks/bench_collect.py --langs en,fr,ru,zh --verses 48
+
+Prints a markdown table (docs/performance.md keeps the last one):
+(a) collect() vs a bare forward to the last block's MLP on the same batches (goal >= 0.95x);
+(b) collect() vs a full forward with logits on the same batches (goal >= 2x faster);
+(c) word_final in one pass vs the seed authors' per-word-prefix loop, same numbers (goal >= 10x);
+(d) batched vs batch size 1 (goal >= 4x);
+(e) peak RSS of collecting 10x the examples, in fresh processes (goal <= 1.1x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from mlinguality import load_model
+from mlinguality.activations import (
+    _forward_to_last_hook,
+    _pad_id,
+    _StopForward,
+    collect,
+    hook_post_name,
+    word_final_prefix_loop,
+)
+from mlinguality.batching import pad_batch, plan_batches, tokenize_texts
+from mlinguality.corpus import load_corpus
+
+
+def timed(fn, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_batches(model, texts, batches, mode: str) -> None:
+    """The same batches as collect(): 'bare' stops after the last hook_post, 'full' runs to logits."""
+    last = hook_post_name(model.cfg.n_layers - 1)
+
+    def stop(acts, hook):
+        raise _StopForward
+
+    with torch.inference_mode():
+        for indices in batches:
+            batch = pad_batch(texts, indices, _pad_id(model), "right", model.cfg.device)
+            if mode == "bare":
+                with model.hooks(fwd_hooks=[(last, stop)]):
+                    _forward_to_last_hook(model, batch)
+            else:
+                model(
+                    batch.input_ids,
+                    attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids,
+                    return_type="logits",
+                    use_cache=False,
+                )
+
+
+def peak_rss_child(n_verses: int, langs: list[str]) -> float:
+    """Peak RSS (GB) of a fresh process that loads the model and collects n_verses per language."""
+    code = (
+        "import resource, sys, torch; torch.set_num_threads(2)\n"
+        "from mlinguality import load_model\n"
+        "from mlinguality.activations import collect\n"
+        "from mlinguality.corpus import load_corpus\n"
+        "model = load_model('gemma-3-270m')\n"
+        f"corpus = load_corpus('bible', {langs!r}, limit={n_verses})\n"
+        f"collect(model, corpus, {langs!r}, progress=False)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--langs", default="en,fr,ru,zh")
+    parser.add_argument(
+        "--verses", type=int, default=48, help="verses per language for (a), (b), (d)"
+    )
+    parser.add_argument("--prefix-verses", type=int, default=4, help="verses for (c)")
+    parser.add_argument("--rss-verses", type=int, default=20, help="N for (e): N vs 10N")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-rss", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    langs = args.langs.split(",")
+    model = load_model("gemma-3-270m", device=args.device, dtype=args.dtype)
+    corpus = load_corpus("bible", langs, limit=args.verses)
+    texts = [text for lang in langs for text in tokenize_texts(model.tokenizer, corpus.texts(lang))]
+    batches = plan_batches([len(t.ids) for t in texts], 4096, 64)
+    real_tokens = sum(len(t.ids) for t in texts)
+
+    def do_collect(**kwargs):
+        return collect(model, corpus, langs, progress=False, **kwargs)
+
+    rows = []
+    t_collect = timed(do_collect, args.repeats)
+    t_bare = timed(lambda: run_batches(model, texts, batches, "bare"), args.repeats)
+    t_full = timed(lambda: run_batches(model, texts, batches, "full"), args.repeats)
+    rows.append(
+        (
+            "(a) collect vs bare forward to last block",
+            t_bare / t_collect,
+            ">= 0.95x",
+            f"{real_tokens / t_collect:.0f} tok/s collect, {real_tokens / t_bare:.0f} bare",
+        )
+    )
+    rows.append(
+        (
+            "(b) collect vs full forward with logits",
+            t_full / t_collect,
+            ">= 2x",
+            f"{real_tokens / t_full:.0f} tok/s full",
+        )
+    )
+
+    prefix_corpus = load_corpus("bible", langs[:1], limit=args.prefix_verses)
+    prefix_texts = prefix_corpus.texts(langs[0])
+    t_one = timed(
+        lambda: collect(model, prefix_corpus, langs[:1], positions="word_final", progress=False), 1
+    )
+    start = time.perf_counter()
+    loop = [word_final_prefix_loop(model, text) for text in prefix_texts]
+    t_loop = time.perf_counter() - start
+    one = collect(model, prefix_corpus, langs[:1], positions="word_final", progress=False)[langs[0]]
+    loop_sum = torch.cat(loop).sum(0).double()
+    diff = ((one.sum - loop_sum).abs().max() / loop_sum.abs().max()).item()
+    rows.append(
+        (
+            "(c) word_final one pass vs prefix loop",
+            t_loop / t_one,
+            ">= 10x",
+            f"{sum(len(x) for x in loop)} words; max rel diff of sums {diff:.1e}",
+        )
+    )
+
+    t_single = timed(lambda: do_collect(max_batch_size=1), 1)
+    rows.append(
+        (
+            "(d) batched vs batch size 1",
+            t_single / t_collect,
+            ">= 4x",
+            f"{real_tokens / t_single:.0f} tok/s at batch 1",
+        )
+    )
+
+    if not args.skip_rss:
+        small = peak_rss_child(args.rss_verses, langs)
+        large = peak_rss_child(10 * args.rss_verses, langs)
+        rows.append(
+            (
+                "(e) peak RSS, 10x examples",
+                large / small,
+                "<= 1.1x",
+                f"{small:.2f} GB vs {large:.2f} GB",
+            )
+        )
+
+    print(
+        f"\nGemma 3 270M, {args.dtype}, {args.device}, {args.threads} threads; {len(langs)} languages "
+        f"({args.langs}) x {args.verses} verses = {real_tokens} tokens in {len(batches)} batches; median of {args.repeats}\n"
+    )
+    print("| measure | ratio | goal | detail |\n|---|---|---|---|")
+    for name, ratio, goal, detail in rows:
+        print(f"| {name} | {ratio:.2f}x | {goal} | {detail} |")
+    print(
+        json.dumps(
+            {"peak_rss_gb_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+        )
+    )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
