@@ -394,6 +394,7 @@ def word_final_agreement(model, texts: Sequence[str], layers: Sequence[int] | No
         (up to 5 mismatching prefixes with both tokenisations).
     """
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    names = {hook_post_name(layer) for layer in layers}
     words = same = 0
     diff_same = diff_other = 0.0
     examples = []
@@ -403,9 +404,8 @@ def word_final_agreement(model, texts: Sequence[str], layers: Sequence[int] | No
         token_ids = list(encoded.input_ids)
         finals = word_end_tokens(text, encoded.offset_mapping)
         ids = torch.tensor([token_ids], device=model.cfg.device)
-        names = {hook_post_name(layer) for layer in layers}
         with torch.inference_mode():
-            _, cache = model.run_with_cache(ids, names_filter=lambda name: name in names)
+            _, cache = model.run_with_cache(ids, names_filter=names.__contains__)
         full = (
             torch.stack([cache[hook_post_name(layer)][0] for layer in layers], dim=1).float().cpu()
         )
