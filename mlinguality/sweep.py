@@ -1,0 +1,344 @@
+"""Run a W&B sweep file locally, with no W&B server: grid and random search.
+
+A sweep file is W&B's own format, so ``wandb sweep FILE && wandb agent ID`` runs it unchanged::
+
+    program: experiments/run.py
+    method: grid                 # grid | random (bayes needs the W&B server)
+    metric: {name: ablation/diagonal_dominance, goal: maximize}
+    parameters:
+      selectivity.top_rate: {values: [0.005, 0.01, 0.02]}
+      ablation.mode: {values: [zero, mean]}
+    command: [${env}, ${interpreter}, ${program}, experiments/configs/paper.yaml, ${args}]
+
+``mlinguality sweep FILE`` expands the parameters, builds each run's command exactly as
+``wandb agent`` does (wandb's own ``create_sweep_command_args``: ``--selectivity.top_rate=0.02``),
+adds ``--tracking.group``, ``--tracking.wandb``, ``--output_dir`` and ``--name`` so that every run
+lands in one W&B group and one sweep folder, runs them one after another, and writes
+``sweep.csv`` (one row per run: parameters, status, headline numbers) after each run.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import logging
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlinguality.errors import MlingualityError
+
+logger = logging.getLogger(__name__)
+
+_KNOWN_KEYS = {
+    "program",
+    "method",
+    "metric",
+    "parameters",
+    "command",
+    "name",
+    "description",
+    "project",
+    "entity",
+    "early_terminate",
+    "run_cap",
+}
+_DISTRIBUTIONS = {
+    "constant",
+    "categorical",
+    "int_uniform",
+    "uniform",
+    "q_uniform",
+    "log_uniform",
+    "log_uniform_values",
+    "q_log_uniform_values",
+    "normal",
+}
+_DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
+
+
+@dataclass
+class SweepSpec:
+    """A parsed W&B sweep file.
+
+    Attributes:
+        program: The script ``${program}`` stands for.
+        method: ``grid`` or ``random`` (``bayes`` is refused locally).
+        parameters: Parameter name -> W&B parameter spec (``value``, ``values``, distributions).
+        command: The command template with W&B macros (``${args}``, ...).
+        metric: W&B's metric block (recorded in the sweep table; grid/random do not use it).
+        name: Sweep name (the group and folder names start with it).
+        run_cap: Largest number of runs.
+    """
+
+    program: str
+    method: str
+    parameters: dict[str, dict[str, Any]]
+    command: list[str] = field(default_factory=lambda: list(_DEFAULT_COMMAND))
+    metric: dict[str, Any] = field(default_factory=dict)
+    name: str = "sweep"
+    run_cap: int | None = None
+
+    @property
+    def metric_name(self) -> str | None:
+        return self.metric.get("name")
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and check a sweep file; errors are one line naming the file and the key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MlingualityError(f"sweep {path}: no such file") from None
+    except yaml.YAMLError:
+        raise MlingualityError(f"sweep {path}: not valid YAML") from None
+    try:
+        return parse_sweep(data, default_name=path.stem)
+    except MlingualityError as error:
+        raise MlingualityError(f"sweep {path}: {error}") from None
+
+
+def parse_sweep(data: Any, default_name: str = "sweep") -> SweepSpec:
+    """Check a sweep dict (the parsed YAML) and return its :class:`SweepSpec`."""
+    if not isinstance(data, dict):
+        raise MlingualityError("expected a mapping with program, method, parameters")
+    unknown = sorted(set(data) - _KNOWN_KEYS)
+    if unknown:
+        raise MlingualityError(
+            f"unknown key {unknown[0]!r} (known: {', '.join(sorted(_KNOWN_KEYS))})"
+        )
+    method = data.get("method")
+    if method == "bayes":
+        raise MlingualityError(
+            "method 'bayes' needs the W&B sweep server: run `wandb sweep FILE` then "
+            "`wandb agent SWEEP_ID` (local sweeps run grid and random)"
+        )
+    if method not in ("grid", "random"):
+        raise MlingualityError(f"method: expected 'grid' or 'random', got {method!r}")
+    if "program" not in data:
+        raise MlingualityError("program: missing (the script wandb agent runs)")
+    parameters = data.get("parameters")
+    if not isinstance(parameters, dict) or not parameters:
+        raise MlingualityError("parameters: expected a non-empty mapping")
+    for name, spec in parameters.items():
+        _check_parameter(str(name), spec, method)
+    command = data.get("command", list(_DEFAULT_COMMAND))
+    if not isinstance(command, list) or "${args}" not in command:
+        raise MlingualityError("command: must be a list containing ${args}")
+    metric = data.get("metric") or {}
+    if not isinstance(metric, dict):
+        raise MlingualityError("metric: expected a mapping with name and goal")
+    run_cap = data.get("run_cap")
+    if run_cap is not None and (not isinstance(run_cap, int) or run_cap < 1):
+        raise MlingualityError(f"run_cap: expected a positive integer, got {run_cap!r}")
+    return SweepSpec(
+        program=str(data["program"]),
+        method=method,
+        parameters={str(k): dict(v) for k, v in parameters.items()},
+        command=[str(part) for part in command],
+        metric=metric,
+        name=str(data.get("name") or default_name),
+        run_cap=run_cap,
+    )
+
+
+def _distribution(spec: dict[str, Any]) -> str:
+    """W&B's inferred distribution when none is named."""
+    if "distribution" in spec:
+        return str(spec["distribution"])
+    if "value" in spec:
+        return "constant"
+    if "values" in spec:
+        return "categorical"
+    if "min" in spec and "max" in spec:
+        both_int = all(isinstance(spec[k], int) for k in ("min", "max"))
+        return "int_uniform" if both_int else "uniform"
+    return "unknown"
+
+
+def _check_parameter(name: str, spec: Any, method: str) -> None:
+    where = f"parameters.{name}"
+    if not isinstance(spec, dict):
+        raise MlingualityError(f"{where}: expected a mapping like {{values: [...]}}")
+    if "parameters" in spec:
+        raise MlingualityError(
+            f"{where}: nested parameters are not supported; use dotted names like "
+            "selectivity.top_rate"
+        )
+    dist = _distribution(spec)
+    if dist not in _DISTRIBUTIONS:
+        raise MlingualityError(f"{where}: distribution {dist!r} is not supported locally")
+    if "values" in spec and (not isinstance(spec["values"], list) or not spec["values"]):
+        raise MlingualityError(f"{where}: values must be a non-empty list")
+    if method == "grid" and dist not in ("constant", "categorical"):
+        raise MlingualityError(f"{where}: grid sweeps need value or values, not {dist!r}")
+    needs_range = dist not in ("constant", "categorical", "normal")
+    if needs_range and not ("min" in spec and "max" in spec):
+        raise MlingualityError(f"{where}: distribution {dist!r} needs min and max")
+
+
+def expand(spec: SweepSpec, count: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """The parameter assignments of every run, in order.
+
+    Grid: the Cartesian product of every parameter's values (first parameter varies slowest),
+    cut at ``count`` or ``run_cap``. Random: ``count`` (else ``run_cap``) independent draws.
+
+    >>> spec = parse_sweep({"program": "p.py", "method": "grid", "parameters": {
+    ...     "a": {"values": [1, 2]}, "b": {"values": ["x", "y"]}, "c": {"value": 0}}})
+    >>> expand(spec)
+    [{'a': 1, 'b': 'x', 'c': 0}, {'a': 1, 'b': 'y', 'c': 0}, {'a': 2, 'b': 'x', 'c': 0}, {'a': 2, 'b': 'y', 'c': 0}]
+    """
+    cap = count if count is not None else spec.run_cap
+    names = list(spec.parameters)
+    if spec.method == "grid":
+        choices = [p["values"] if "values" in p else [p["value"]] for p in spec.parameters.values()]
+        runs = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*choices)]
+        return runs if cap is None else runs[:cap]
+    if cap is None:
+        raise MlingualityError("random sweeps need --count N (or run_cap in the file)")
+    rng = random.Random(seed)
+    return [{name: _sample(spec.parameters[name], rng) for name in names} for _ in range(cap)]
+
+
+def _sample(spec: dict[str, Any], rng: random.Random) -> Any:
+    dist = _distribution(spec)
+    if dist == "constant":
+        return spec["value"]
+    if dist == "categorical":
+        return rng.choices(spec["values"], weights=spec.get("probabilities"))[0]
+    if dist == "normal":
+        return rng.gauss(float(spec.get("mu", 0.0)), float(spec.get("sigma", 1.0)))
+    low, high = spec["min"], spec["max"]
+    if dist == "int_uniform":
+        return rng.randint(int(low), int(high))
+    if dist == "uniform":
+        return rng.uniform(low, high)
+    if dist == "q_uniform":
+        q = spec.get("q", 1.0)
+        return round(rng.uniform(low, high) / q) * q
+    if dist == "log_uniform":  # min and max are natural logs
+        return math.exp(rng.uniform(low, high))
+    value = math.exp(rng.uniform(math.log(low), math.log(high)))  # *_log_uniform_values
+    if dist == "q_log_uniform_values":
+        q = spec.get("q", 1.0)
+        value = round(value / q) * q
+    return value
+
+
+def agent_command(spec: SweepSpec, params: dict[str, Any], extra: dict[str, Any]) -> list[str]:
+    """The argv ``wandb agent`` would run for ``params`` (plus ``extra`` args), using wandb's code.
+
+    ``${interpreter}`` is this Python (the agent uses ``python`` from PATH).
+    """
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
+
+    arguments = {name: {"value": value} for name, value in {**params, **extra}.items()}
+    variables = create_sweep_command_args({"args": arguments})
+    variables["interpreter"] = [sys.executable]
+    variables["program"] = [spec.program]
+    variables["env"] = ["/usr/bin/env"] if os.name != "nt" else []
+    argv: list[str] = []
+    for part in create_sweep_command(list(spec.command)):
+        if part.startswith("${") and part.endswith("}"):
+            argv += variables.get(part[2:-1]) or []
+        else:
+            argv.append(part)
+    return argv
+
+
+def run_sweep(
+    path: str | Path,
+    *,
+    count: int | None = None,
+    output_dir: str | Path = "runs",
+    wandb_mode: str = "offline",
+    seed: int = 0,
+    dry_run: bool = False,
+) -> Path:
+    """Run every run of a sweep file, one after another; return the sweep table (CSV).
+
+    Each run is a subprocess, as under ``wandb agent``. A failing run is recorded in the table
+    (``status`` = its exit code) and the sweep goes on.
+    """
+    spec = load_sweep(path)
+    runs = expand(spec, count=count, seed=seed)
+    group = f"sweep-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    sweep_dir = Path(output_dir) / group
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "sweep.yaml").write_text(Path(path).read_text(encoding="utf-8"))
+    table = sweep_dir / "sweep.csv"
+    logger.info("sweep %s: %d runs (%s) into %s", spec.name, len(runs), spec.method, sweep_dir)
+    rows: list[dict[str, Any]] = []
+    for index, params in enumerate(runs):
+        name = f"{spec.name}-{index:03d}"
+        extra = {
+            "name": name,
+            "output_dir": str(sweep_dir),
+            "tracking.group": group,
+            "tracking.wandb": wandb_mode,
+        }
+        argv = agent_command(spec, params, extra)
+        logger.info("sweep run %d/%d: %s", index + 1, len(runs), " ".join(argv))
+        row: dict[str, Any] = {"run": name, **params}
+        if dry_run:
+            row["command"] = " ".join(argv)
+        else:
+            start = time.perf_counter()
+            status = subprocess.run(argv, check=False).returncode
+            row["status"] = status
+            row["seconds"] = round(time.perf_counter() - start, 1)
+            run_dirs = sorted(sweep_dir.glob(f"{name}-*"))
+            if run_dirs:
+                row["run_dir"] = str(run_dirs[-1])
+                row.update(_headline(run_dirs[-1] / "summary.json"))
+            if status != 0:
+                logger.warning("sweep run %s exited with status %d", name, status)
+        rows.append(row)
+        _write_table(table, rows)
+    return table
+
+
+def _headline(summary_path: Path) -> dict[str, Any]:
+    """Scalar entries of a run's summary.json (nested keys joined with '/')."""
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}/{key}" if prefix else str(key))
+        elif isinstance(node, (int, float, str, bool)) or node is None:
+            flat[prefix] = node
+
+    walk(summary, "")
+    return flat
+
+
+def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(v) for k, v in row.items()})
+    tmp.replace(path)
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
