@@ -1,0 +1,161 @@
+"""Readers for parallel text files: TSV/CSV, JSONL and Moses line-aligned files.
+
+Each reader returns :class:`~mlinguality.corpus.core.RawExample` rows holding a text for every
+requested language, and raises :class:`~mlinguality.errors.MlingualityError` with a one-line
+message naming the file and line for bad input: invalid UTF-8, an empty file, a missing
+language, a malformed row, or (Moses) files of different lengths. Ids are the ``id``
+column/key when the source has one, else ``<file name>:<line>``. Lines are split on ``\\n``
+only (``str.splitlines`` would also split on U+2028 and other separators inside a text).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlinguality.corpus.core import RawExample
+from mlinguality.errors import MlingualityError
+
+ID_FIELD = "id"
+
+
+def read_text(path: Path) -> str:
+    """Read a UTF-8 file (a leading BOM is dropped); name the line of the first bad byte."""
+    if not path.is_file():
+        raise MlingualityError(f"{path}: no such file")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise MlingualityError(
+            f"{path}:{line}: invalid UTF-8 (byte 0x{data[error.start]:02x})"
+        ) from None
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        raise MlingualityError(f"{path}: empty file")
+    return text
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines of ``text`` (``\\n`` or ``\\r\\n``), without a trailing empty line."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def _missing(path: Path, langs: Sequence[str], available: Sequence[str], what: str) -> None:
+    absent = [lang for lang in langs if lang not in available]
+    if absent:
+        raise MlingualityError(
+            f"{path}: no {what} for language {absent[0]!r}; available: "
+            f"{', '.join(a for a in available if a != ID_FIELD) or '(none)'}"
+        )
+
+
+def read_table(path: str | Path, langs: Sequence[str]) -> list[RawExample]:
+    """Read a TSV (``.tsv``) or CSV (other suffixes) file whose header row names the languages.
+
+    The header holds language codes and optionally an ``id`` column. Fields may be quoted
+    (CSV rules, also in TSV).
+    """
+    path = Path(path)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
+    try:
+        header = [name.strip() for name in next(reader)]
+    except csv.Error as error:
+        raise MlingualityError(f"{path}:1: {error}") from None
+    _missing(path, langs, header, "column")
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise MlingualityError(f"{path}:1: column {duplicated[0]!r} appears twice in the header")
+    columns = {name: index for index, name in enumerate(header)}
+    rows: list[RawExample] = []
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            raise MlingualityError(f"{path}:{reader.line_num}: {error}") from None
+        line = reader.line_num
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue  # a blank line
+        if len(fields) != len(header):
+            raise MlingualityError(
+                f"{path}:{line}: {len(fields)} fields, the header has {len(header)}"
+            )
+        example_id = fields[columns[ID_FIELD]] if ID_FIELD in columns else f"{path.name}:{line}"
+        texts = {lang: fields[columns[lang]] for lang in langs}
+        rows.append(RawExample(example_id, texts, f"{path}:{line}"))
+    if not rows:
+        raise MlingualityError(f"{path}: a header but no rows")
+    return rows
+
+
+def read_jsonl(path: str | Path, langs: Sequence[str]) -> list[RawExample]:
+    """Read JSON lines, one object per example: ``{"id": ..., "en": ..., "fr": ...}``."""
+    path = Path(path)
+    rows: list[RawExample] = []
+    for line, content in enumerate(split_lines(read_text(path)), start=1):
+        if not content.strip():
+            continue
+        try:
+            record = json.loads(content)
+        except json.JSONDecodeError as error:
+            raise MlingualityError(f"{path}:{line}: invalid JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise MlingualityError(f"{path}:{line}: expected a JSON object")
+        where = f"{path}:{line}"
+        _missing(Path(where), langs, list(record), "key")
+        for lang in langs:
+            if not isinstance(record[lang], str):
+                raise MlingualityError(f"{where}: {lang!r} is not a string")
+        example_id = str(record[ID_FIELD]) if ID_FIELD in record else f"{path.name}:{line}"
+        rows.append(RawExample(example_id, {lang: record[lang] for lang in langs}, where))
+    return rows
+
+
+def moses_files(prefix: str | Path) -> dict[str, Path]:
+    """Language -> file for a Moses prefix ``dir/name`` (files ``dir/name.en``, ...)."""
+    prefix = Path(prefix)
+    if not prefix.parent.is_dir():
+        return {}
+    return {
+        path.name[len(prefix.name) + 1 :]: path
+        for path in sorted(prefix.parent.glob(f"{prefix.name}.*"))
+        if path.is_file()
+    }
+
+
+def read_moses(prefix: str | Path, langs: Sequence[str]) -> list[RawExample]:
+    """Read line-aligned files ``prefix.<lang>``; all must have the same number of lines."""
+    prefix = Path(prefix)
+    files = moses_files(prefix)
+    absent = [lang for lang in langs if lang not in files]
+    if absent:
+        raise MlingualityError(
+            f"{prefix}.{absent[0]}: no such file; languages found for {prefix}: "
+            f"{', '.join(files) or '(none)'}"
+        )
+    lines = {lang: split_lines(read_text(files[lang])) for lang in langs}
+    first = langs[0]
+    for lang in langs[1:]:
+        if len(lines[lang]) != len(lines[first]):
+            raise MlingualityError(
+                f"line counts differ: {files[first]} has {len(lines[first])} lines, "
+                f"{files[lang]} has {len(lines[lang])}"
+            )
+    return [
+        RawExample(
+            f"{prefix.name}:{index + 1}",
+            {lang: lines[lang][index] for lang in langs},
+            f"{files[first]}:{index + 1}",
+        )
+        for index in range(len(lines[first]))
+    ]
