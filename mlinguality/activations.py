@@ -23,6 +23,7 @@ there and ends with exactly the statistics of an uninterrupted run (same batches
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import einops
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from mlinguality.batching import (
@@ -360,24 +361,42 @@ def _warn_if_few_words(corpus, langs: Sequence[str]) -> None:
             )
 
 
+def hook_post_activations(
+    model, input_ids: Int[Tensor, "batch pos"], layers: Sequence[int]
+) -> Float[Tensor, "batch pos layer d_mlp"]:
+    """``hook_post`` of ``layers`` for unpadded ``input_ids``, leaving the forward after the last one."""
+    captured: dict[int, Tensor] = {}
+    last = max(layers)
+
+    def keep(layer: int):
+        def hook(acts: Float[Tensor, "batch pos d_mlp"], hook) -> None:
+            captured[layer] = acts.detach().float().cpu()
+            if layer == last:
+                raise _StopForward
+
+        return hook
+
+    hooks = [(hook_post_name(layer), keep(layer)) for layer in layers]
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks), contextlib.suppress(_StopForward):
+        model(input_ids.to(model.cfg.device), return_type=None, use_cache=False)
+    return torch.stack([captured[layer] for layer in layers], dim=2)
+
+
 def word_final_prefix_loop(
     model, text: str, layers: Sequence[int] | None = None
 ) -> Float[Tensor, "word layer d_mlp"]:
     """The seed authors' reference: one forward per word prefix (batch 1), last token's hook_post.
 
-    Slow by design; :func:`collect` with ``positions="word_final"`` computes the same in one pass.
+    Slow by design (one forward per word); :func:`collect` with ``positions="word_final"``
+    computes the same in one pass. Each forward still stops after the last needed layer, so
+    comparisons with the one pass measure the prefix loop itself, not the unembedding.
     """
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
-    names = {hook_post_name(layer) for layer in layers}
     rows = []
-    with torch.inference_mode():
-        for match in re.finditer(r"\S+", text):
-            ids = model.tokenizer(text[: match.end()], return_tensors="pt").input_ids
-            _, cache = model.run_with_cache(
-                ids.to(model.cfg.device), names_filter=lambda name: name in names
-            )
-            rows.append(torch.stack([cache[hook_post_name(layer)][0, -1] for layer in layers]))
-    return torch.stack(rows).float().cpu()
+    for match in re.finditer(r"\S+", text):
+        ids = model.tokenizer(text[: match.end()], return_tensors="pt").input_ids
+        rows.append(hook_post_activations(model, ids, layers)[0, -1])
+    return torch.stack(rows)
 
 
 def word_final_agreement(model, texts: Sequence[str], layers: Sequence[int] | None = None) -> dict:
@@ -394,7 +413,6 @@ def word_final_agreement(model, texts: Sequence[str], layers: Sequence[int] | No
         (up to 5 mismatching prefixes with both tokenisations).
     """
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
-    names = {hook_post_name(layer) for layer in layers}
     words = same = 0
     diff_same = diff_other = 0.0
     examples = []
@@ -403,12 +421,7 @@ def word_final_agreement(model, texts: Sequence[str], layers: Sequence[int] | No
         encoded = model.tokenizer(text, return_offsets_mapping=True)
         token_ids = list(encoded.input_ids)
         finals = word_end_tokens(text, encoded.offset_mapping)
-        ids = torch.tensor([token_ids], device=model.cfg.device)
-        with torch.inference_mode():
-            _, cache = model.run_with_cache(ids, names_filter=names.__contains__)
-        full = (
-            torch.stack([cache[hook_post_name(layer)][0] for layer in layers], dim=1).float().cpu()
-        )
+        full = hook_post_activations(model, torch.tensor([token_ids]), layers)[0]
         ends = [match.end() for match in re.finditer(r"\S+", text)]
         for word, (end, final) in enumerate(zip(ends, finals, strict=True)):
             prefix_ids = model.tokenizer(text[:end]).input_ids
