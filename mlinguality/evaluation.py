@@ -8,9 +8,9 @@ padding, whose ``return_type="loss"`` counts pad positions).
 
 What is counted (the same for every language, so bits per byte compare across them):
 
-- every text is encoded without special tokens and given one BOS token in front; the model
-  predicts **every token of the text**, the first one from the BOS alone. Nothing is predicted
-  after the last token (no EOS).
+- every text is encoded with exactly one BOS token in front (the tokenizer's, or added here)
+  and no EOS behind; the model predicts **every token of the text**, the first one from the BOS
+  alone (BOS -> first token is included). Nothing is predicted after the last token.
 - bytes are the UTF-8 bytes of the text string exactly as passed (the corpus stage normalises to
   NFC); so every byte of the text is covered by exactly one predicted token.
 - ``bits_per_byte = total NLL (nats) / ln 2 / total bytes``; ``mean_nll = total NLL / predicted
@@ -30,6 +30,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mlinguality.batching import Batch, TokenizedText, pad_batch, plan_batches, tokenize_texts
 from mlinguality.errors import MlingualityError
 from mlinguality.types import AttentionMask, LossPerToken, TokenIds
 
@@ -39,26 +40,7 @@ logger = logging.getLogger(__name__)
 # 0.5 GB of logits (plus about as much inside the loss), which fits beside the model on a laptop.
 DEFAULT_BATCH_TOKENS = 512
 DEFAULT_MAX_BATCH_SIZE = 32
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One padded batch of encoded texts.
-
-    Attributes:
-        input_ids: Token ids, BOS first, pad id at pad positions.
-        attention_mask: 1 at real tokens, 0 at pads.
-        index: Position of each row's text in the list given to :func:`encode_texts`.
-    """
-
-    input_ids: Int[Tensor, "batch pos"]
-    attention_mask: Int[Tensor, "batch pos"]
-    index: Int[Tensor, " batch"]
-
-    @property
-    def n_tokens(self) -> int:
-        """Real tokens (BOS included)."""
-        return int(self.attention_mask.sum())
+_LSE_CHUNK = 8  # positions per logsumexp on the CPU: 8 x 262k floats = 8 MB of temporaries
 
 
 @dataclass(frozen=True)
@@ -67,21 +49,29 @@ class EncodedTexts:
 
     Attributes:
         lang: Language code (a label only).
+        texts: Token ids of each text (BOS first), in input order.
         batches: Length-sorted padded batches covering every text once.
-        n_bytes: UTF-8 bytes of each text, in input order.
-        n_predicted: Predicted tokens of each text (its token count without BOS), in input order.
         padding_side: ``"right"`` or ``"left"``.
     """
 
     lang: str
+    texts: list[TokenizedText]
     batches: list[Batch]
-    n_bytes: Int[Tensor, " text"]
-    n_predicted: Int[Tensor, " text"]
     padding_side: str
 
     @property
     def n_texts(self) -> int:
-        return len(self.n_bytes)
+        return len(self.texts)
+
+    @property
+    def n_bytes(self) -> Int[Tensor, " text"]:
+        """UTF-8 bytes of each text."""
+        return torch.tensor([text.n_bytes for text in self.texts], dtype=torch.int64)
+
+    @property
+    def n_predicted(self) -> Int[Tensor, " text"]:
+        """Predicted tokens of each text: all its tokens but the BOS."""
+        return torch.tensor([len(text.ids) - 1 for text in self.texts], dtype=torch.int64)
 
     @property
     def total_bytes(self) -> int:
@@ -169,6 +159,16 @@ def _pad_id(tokenizer) -> int:
     return 0  # pad ids are masked everywhere, so any id works
 
 
+def _bos_first(text: TokenizedText, bos: int, eos: int | None) -> TokenizedText:
+    """Exactly one BOS in front and no EOS behind, so the tokens cover exactly the text."""
+    ids = list(text.ids)
+    if eos is not None and eos != bos and len(ids) > 1 and ids[-1] == eos:
+        ids = ids[:-1]
+    if not text.has_bos:
+        ids = [bos, *ids]
+    return TokenizedText(ids, True, [], text.n_bytes)
+
+
 def encode_texts(
     tokenizer,
     texts: Sequence[str],
@@ -181,6 +181,9 @@ def encode_texts(
 ) -> EncodedTexts:
     """Tokenize ``texts`` once into length-sorted padded batches of at most ``batch_tokens``.
 
+    Tokenization and batching are :mod:`mlinguality.batching`'s (shared with collection); a BOS
+    is added where the tokenizer adds none, and a trailing EOS it adds is dropped.
+
     Args:
         tokenizer: A Hugging Face tokenizer (``model.tokenizer``).
         texts: Non-empty strings.
@@ -189,7 +192,7 @@ def encode_texts(
             longer than this gets a batch of its own.
         max_batch_size: Most rows per batch.
         padding_side: ``"right"`` (default) or ``"left"``; the loss is the same either way.
-        device: Where the batch tensors live.
+        device: Where the batch tensors live (the model's device).
 
     Raises:
         MlingualityError: on an empty list, an empty text or a bad option.
@@ -209,39 +212,14 @@ def encode_texts(
     empty = [i for i, text in enumerate(texts) if not text]
     if empty:
         raise MlingualityError(f"encode_texts({lang!r}): text {empty[0]} is empty")
-    bos, pad = _bos_id(tokenizer), _pad_id(tokenizer)
-    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    sequences = [[bos, *ids] for ids in encoded]
-    n_bytes = torch.tensor([len(text.encode("utf-8")) for text in texts], dtype=torch.int64)
-    n_predicted = torch.tensor([len(seq) - 1 for seq in sequences], dtype=torch.int64)
-
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    groups: list[list[int]] = []
-    for i in order:  # ascending lengths: the newest row is the longest of its group
-        group = groups[-1] if groups else None
-        if (
-            group is not None
-            and len(group) < max_batch_size
-            and (len(group) + 1) * len(sequences[i]) <= batch_tokens
-        ):
-            group.append(i)
-        else:
-            groups.append([i])
-
-    batches = []
-    for group in groups:
-        width = max(len(sequences[i]) for i in group)
-        ids = torch.full((len(group), width), pad, dtype=torch.int64)
-        mask = torch.zeros((len(group), width), dtype=torch.int64)
-        for row, i in enumerate(group):
-            seq = torch.tensor(sequences[i], dtype=torch.int64)
-            span = slice(0, len(seq)) if padding_side == "right" else slice(width - len(seq), width)
-            ids[row, span] = seq
-            mask[row, span] = 1
-        batches.append(
-            Batch(ids.to(device), mask.to(device), torch.tensor(group, dtype=torch.int64))
-        )
-    return EncodedTexts(lang, batches, n_bytes, n_predicted, padding_side)
+    bos = _bos_id(tokenizer)
+    tokenized = [
+        _bos_first(text, bos, tokenizer.eos_token_id) for text in tokenize_texts(tokenizer, texts)
+    ]
+    plan = plan_batches([len(text.ids) for text in tokenized], batch_tokens, max_batch_size)
+    pad = _pad_id(tokenizer)
+    batches = [pad_batch(tokenized, rows, pad, padding_side, device) for rows in plan]
+    return EncodedTexts(lang, tokenized, batches, padding_side)
 
 
 def token_nll(
@@ -251,17 +229,30 @@ def token_nll(
 ) -> LossPerToken:
     """NLL (nats) of each next token; 0 where the predicting or the predicted position is a pad.
 
-    Position ``i`` of the result is the loss of token ``i + 1`` given tokens ``<= i``. Only rows
-    of real next-token pairs reach the softmax, so pads cost no time either.
+    Position ``i`` of the result is the loss of token ``i + 1`` given tokens ``<= i``. On the CPU
+    the log-partition is computed a few positions at a time over each row's span of real pairs
+    (no copy of the logits, temporaries that stay in cache, no work on pads): the exponentials
+    over a 262k vocabulary are the one cost here that rivals the unembedding.
     """
     real = attention_mask.bool()
-    target_mask = real[:, :-1] & real[:, 1:]
-    predicting = logits[:, :-1][target_mask].float()  # [n_real_pairs, d_vocab]
-    targets = input_ids[:, 1:][target_mask]
-    losses = torch.nn.functional.cross_entropy(predicting, targets, reduction="none")
-    out = torch.zeros(target_mask.shape, dtype=losses.dtype, device=losses.device)
-    out[target_mask] = losses
-    return out
+    pairs = real[:, :-1] & real[:, 1:]
+    predicting = logits[:, :-1]
+    target_logit = predicting.gather(-1, input_ids[:, 1:, None]).squeeze(-1).float()
+    if logits.device.type != "cpu":
+        log_partition = torch.logsumexp(predicting.float(), dim=-1)
+    else:
+        log_partition = torch.zeros(pairs.shape, dtype=torch.float32)
+        for row, columns in enumerate(pairs.tolist()):
+            if True not in columns:
+                continue
+            start = columns.index(True)
+            end = len(columns) - columns[::-1].index(True)  # real tokens form one block
+            for first in range(start, end, _LSE_CHUNK):
+                last = min(first + _LSE_CHUNK, end)
+                log_partition[row, first:last] = torch.logsumexp(
+                    predicting[row, first:last].float(), dim=-1
+                )
+    return torch.where(pairs, log_partition - target_logit, torch.zeros_like(target_logit))
 
 
 def evaluate(model, encoded: EncodedTexts) -> LanguageLoss:
@@ -274,12 +265,16 @@ def evaluate(model, encoded: EncodedTexts) -> LanguageLoss:
     with torch.no_grad():
         for batch in encoded.batches:
             logits = model(
-                batch.input_ids, attention_mask=batch.attention_mask, return_type="logits"
+                batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids,
+                return_type="logits",
+                use_cache=False,
             )
             per_token = token_nll(logits, batch.input_ids, batch.attention_mask)
             del logits
             per_text = einops.reduce(per_token.double(), "batch pos -> batch", "sum")
-            text_nll[batch.index] = per_text.cpu()
+            text_nll[batch.indices] = per_text.cpu()
     return LanguageLoss(encoded.lang, text_nll, encoded.n_predicted, encoded.n_bytes)
 
 

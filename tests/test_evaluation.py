@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -98,10 +99,10 @@ def test_token_nll_is_zero_at_pads_and_log_vocab_for_uniform_logits():
 def test_batches_sorted_within_budget_and_cover_every_text_once(tiny_model):
     texts = [("word " * n).strip() for n in (9, 1, 5, 3, 7, 2, 8)]
     encoded = encode_texts(tiny_model.tokenizer, texts, "en", batch_tokens=30, max_batch_size=3)
-    seen = torch.cat([batch.index for batch in encoded.batches]).sort().values
-    assert seen.tolist() == list(range(len(texts)))
+    seen = sorted(i for batch in encoded.batches for i in batch.indices)
+    assert seen == list(range(len(texts)))
     widths = [batch.input_ids.shape[1] for batch in encoded.batches]
-    assert widths == sorted(widths)
+    assert widths == sorted(widths, reverse=True)
     for batch in encoded.batches:
         assert batch.input_ids.shape[0] <= 3
         assert batch.input_ids.numel() <= 30 or batch.input_ids.shape[0] == 1
@@ -121,3 +122,17 @@ def test_batches_sorted_within_budget_and_cover_every_text_once(tiny_model):
 def test_bad_input_raises(tiny_model, texts, options, match):
     with pytest.raises(MlingualityError, match=match):
         encode_texts(tiny_model.tokenizer, texts, "xx", **options)
+
+
+def test_tokenizer_without_bos_and_with_eos_gets_the_same_ids(tiny_model):
+    from tokenizers import processors
+
+    tokenizer = copy.deepcopy(tiny_model.tokenizer)
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A <eos>", special_tokens=[("<eos>", tokenizer.eos_token_id)]
+    )
+    assert tokenizer("ab")["input_ids"][0] != tokenizer.bos_token_id, "no BOS any more"
+    reference = encode_texts(tiny_model.tokenizer, TEXTS, "mix")
+    adapted = encode_texts(tokenizer, TEXTS, "mix")
+    assert [t.ids for t in adapted.texts] == [t.ids for t in reference.texts]
+    assert adapted.texts[0].ids[0] == tokenizer.bos_token_id

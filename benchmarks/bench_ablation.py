@@ -1,0 +1,103 @@
+"""Ablation-matrix cost vs the same number of plain forward passes.
+
+The matrix (baseline + every language's ablation on every language + matched random controls)
+runs one forward pass per batch and condition, plus the loss and the ablation hooks. The
+reference runs exactly the same batches through ``model(ids, attention_mask=...)`` the same
+number of times, with no hooks and no loss. Goal: ratio <= 1.1. Runs alternate (plain, matrix,
+plain, matrix, ...) so load on a shared machine hits both alike; medians are reported.
+
+    python benchmarks/bench_ablation.py                       # Gemma 3 270M, Bible verses
+    python benchmarks/bench_ablation.py --model tiny --texts 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="gemma-3-270m", help="a model spec, or 'tiny'")
+    parser.add_argument("--langs", default="en,fr,ru")
+    parser.add_argument("--texts", type=int, default=6, help="evaluation verses per language")
+    parser.add_argument("--seeds", type=int, default=1, help="random controls per language")
+    parser.add_argument("--rate", type=float, default=0.01, help="share of neurons per set")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-tokens", type=int, default=512)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from mlinguality import TinyModelConfig, load_model
+    from mlinguality.ablation_matrix import ablation_matrix
+    from mlinguality.corpus import load_corpus
+    from mlinguality.evaluation import encode_languages
+
+    model = load_model(TinyModelConfig() if args.model == "tiny" else args.model)
+    langs = args.langs.split(",")
+    corpus = load_corpus("bible", langs, books="Matthew", limit=args.texts, seed=1)
+    encoded = encode_languages(
+        model.tokenizer,
+        {lang: corpus.texts(lang) for lang in langs},
+        batch_tokens=args.batch_tokens,
+    )
+    n_layers, d_mlp = model.cfg.n_layers, model.cfg.d_mlp
+    generator = torch.Generator().manual_seed(0)
+    per_set = max(1, round(args.rate * n_layers * d_mlp))
+    sets = {}
+    for lang in langs:
+        mask = torch.zeros(n_layers * d_mlp, dtype=torch.bool)
+        mask[torch.randperm(n_layers * d_mlp, generator=generator)[:per_set]] = True
+        sets[lang] = mask.reshape(n_layers, d_mlp)  # [layer, d_mlp] from the flat draw
+
+    n_conditions = 1 + len(langs)  # baseline + one per language row, on every language
+    random_passes = args.seeds  # each random control runs on its own language only
+    batches = {lang: encoded[lang].batches for lang in langs}
+    plan = [b for lang in langs for b in batches[lang]] * n_conditions
+    plan += [b for lang in langs for b in batches[lang]] * random_passes
+    tokens = sum(b.input_ids.numel() for b in plan)
+
+    def plain() -> None:
+        with torch.no_grad():
+            for batch in plan:
+                model(
+                    batch.input_ids,
+                    attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids,
+                    return_type="logits",
+                    use_cache=False,
+                )
+
+    def matrix() -> None:
+        ablation_matrix(model, encoded, sets, "zero", n_seeds=args.seeds)
+
+    plain()  # warm-up (allocator, first-call overheads)
+    times = {"plain": [], "matrix": []}
+    for _ in range(args.repeats):
+        for name, fn in (("plain", plain), ("matrix", matrix)):
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    plain_s, matrix_s = (statistics.median(times[k]) for k in ("plain", "matrix"))
+    print(
+        f"model={args.model} langs={args.langs} texts/lang={args.texts} seeds={args.seeds} "
+        f"threads={args.threads} neurons/set={per_set}"
+    )
+    print(f"forward passes per matrix: {len(plan)} ({tokens} padded tokens)")
+    print("| run | median s | tokens/s | runs (s) |")
+    print("|---|---|---|---|")
+    for name, median in (("plain forwards", plain_s), ("ablation matrix", matrix_s)):
+        key = "plain" if name.startswith("plain") else "matrix"
+        runs = ", ".join(f"{t:.2f}" for t in times[key])
+        print(f"| {name} | {median:.2f} | {tokens / median:.0f} | {runs} |")
+    print(f"ratio matrix / plain: {matrix_s / plain_s:.3f}")
+
+
+if __name__ == "__main__":
+    main()
