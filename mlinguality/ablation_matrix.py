@@ -25,14 +25,22 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mlinguality.ablation import AblationMode, NeuronMask, ablate, random_matched_mask
+from mlinguality.ablation import (
+    AblationMode,
+    NeuronMask,
+    ablate,
+    mean_activation,
+    random_matched_mask,
+)
 from mlinguality.errors import MlingualityError
 from mlinguality.evaluation import EncodedTexts, LanguageLoss, evaluate, evaluate_languages
+from mlinguality.stats import ActivationStats
 
 logger = logging.getLogger(__name__)
 
@@ -285,6 +293,51 @@ def ablation_matrix(
         n_neurons=n_neurons,
         meta=dict(meta or {}),
     )
+
+
+def compare_selections(
+    model,
+    encoded: Mapping[str, EncodedTexts],
+    stats: Mapping[str, ActivationStats],
+    metrics: Sequence[str] = ("lape", "cohens_d"),
+    rates: Sequence[float] = (0.002, 0.01),
+    modes: Sequence[AblationMode] = ("zero", "mean"),
+    *,
+    n_seeds: int = 3,
+    seed: int = 0,
+    mean_weighting: Literal["language", "token"] = "language",
+) -> list[AblationMatrix]:
+    """One :func:`ablation_matrix` per (selection metric, rate, mode), sharing one baseline.
+
+    Neurons are selected from ``stats`` (collected on the ``select`` split) with
+    ``mlinguality.selectivity.select_language_neurons(stats, metric=..., top_rate=rate)``; the
+    mean of ``mode="mean"`` is :func:`mlinguality.ablation.mean_activation` of ``stats``.
+    Evaluate on ``encoded`` built from the held-out ``eval`` split, never the select texts.
+    """
+    from mlinguality.selectivity import select_language_neurons
+
+    baseline = evaluate_languages(model, dict(encoded))
+    mean = mean_activation(stats, mean_weighting)
+    matrices = []
+    for metric in metrics:
+        for rate in rates:
+            sets = select_language_neurons(dict(stats), metric=metric, top_rate=rate)
+            sets = {lang: sets[lang] for lang in encoded if lang in sets}
+            for mode in modes:
+                matrices.append(
+                    ablation_matrix(
+                        model,
+                        encoded,
+                        sets,
+                        mode,
+                        mean=mean if mode == "mean" else None,
+                        n_seeds=n_seeds,
+                        seed=seed,
+                        baseline=baseline,
+                        meta={"metric": metric, "rate": rate},
+                    )
+                )
+    return matrices
 
 
 # --- outputs ---------------------------------------------------------------------------------
