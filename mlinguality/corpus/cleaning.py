@@ -54,6 +54,7 @@ _ANGLE_SUPPLIED = re.compile(r"<([^<>]*\w[^<>]*)>")
 _STARS = re.compile(r"\*+")
 _REMOVED_CHARS = re.compile(r"[*#\\\[\]\ufeff]")
 _EMPTY_BRACKETS = re.compile(r"\([\s\x00]*\)|（[\s\x00]*）")
+_CONTENT = re.compile(r"[^\W_]")  # a letter or digit of any script
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, exactly
 _GAP = "\x00"  # stands for a removed marker or note until the spaces around it are settled
 _GAP_RUN = re.compile(r"(\s*)(?:\x00\s*)*\x00(\s*)")
@@ -87,18 +88,10 @@ def _is_note(group: str, full_width: bool) -> bool:
     return full_width and any(keyword in group for keyword in _ZH_NOTE_KEYWORDS)
 
 
-def _strip_notes(text: str) -> str:
-    def replace(match: re.Match[str]) -> str:
-        group = next(g for g in match.groups() if g is not None)
-        return _GAP if _is_note(group, full_width=match.group(3) is not None) else match.group(0)
-
-    while (stripped := _BRACKET_GROUP.sub(replace, text)) != text:
-        text = stripped
-    text = _ANGLE_SUPPLIED.sub(r"\1", text)
-    if "*" in text:
-        text = _STARS.sub(_star_gap, text)
-    text = _REMOVED_CHARS.sub("", text)
-    return _EMPTY_BRACKETS.sub(_GAP, text)
+def _drop_note(match: re.Match[str]) -> str:
+    """A bracket group that is a note becomes a gap; any other group is kept as it is."""
+    group = next(g for g in match.groups() if g is not None)
+    return _GAP if _is_note(group, full_width=match.group(3) is not None) else match.group(0)
 
 
 def _is_wordlike(char: str) -> bool:
@@ -131,16 +124,6 @@ def _control(match: re.Match[str]) -> str:
     return " " if match.group(0).isspace() else ""
 
 
-def is_editorial(text: str) -> bool:
-    """True for an editor's fill-in of a verse the translation lacks ("(ADDED FROM KJV: ...)")."""
-    return bool(_EDITORIAL.search(text))
-
-
-def has_content(text: str) -> bool:
-    """True when the text holds at least one letter or digit (any script)."""
-    return any(unicodedata.category(char)[0] in "LN" for char in text)
-
-
 def clean_text(text: str, config: CleaningConfig = CleaningConfig()) -> str:
     """Clean one text; return ``""`` when nothing meaningful is left.
 
@@ -156,11 +139,18 @@ def clean_text(text: str, config: CleaningConfig = CleaningConfig()) -> str:
     if config.strip_verse_markers:
         text = _VERSE_MARKER.sub(_GAP, text)
     if config.strip_notes:
-        text = _strip_notes(text)
+        # Helpers are inlined here: this runs for every text, and every function call costs
+        # ~40 us under the test suite's jaxtyping/beartype instrumentation.
+        while (stripped := _BRACKET_GROUP.sub(_drop_note, text)) != text:
+            text = stripped
+        text = _ANGLE_SUPPLIED.sub(r"\1", text)
+        if "*" in text:
+            text = _STARS.sub(_star_gap, text)
+        text = _EMPTY_BRACKETS.sub(_GAP, _REMOVED_CHARS.sub("", text))
     if _GAP in text:
         text = _GAP_RUN.sub(_close_gap, text)
     text = " ".join(text.split())
-    return text if has_content(text) else ""
+    return text if _CONTENT.search(text) else ""
 
 
 def clean_reason(text: str, config: CleaningConfig = CleaningConfig()) -> tuple[str, str | None]:
@@ -170,7 +160,7 @@ def clean_reason(text: str, config: CleaningConfig = CleaningConfig()) -> tuple[
         ``(cleaned, None)`` for a usable text, else ``("", reason)`` with reason ``"editorial"``
         or ``"empty"``.
     """
-    if config.strip_notes and is_editorial(text):
+    if config.strip_notes and _EDITORIAL.search(text):
         return "", EDITORIAL
     cleaned = clean_text(text, config)
     return (cleaned, None) if cleaned else ("", EMPTY)
