@@ -1,0 +1,632 @@
+"""Significance of per-layer selectivity: permutation p-values, bootstrap CIs, the U-shape test.
+
+Everything here works on the aligned per-example tensors of one language pair
+(:class:`PairTensors`, built from two :class:`~mlinguality.stats.ActivationStats` by
+:func:`mlinguality.selectivity.aligned_pair`). A *draw* re-weights the examples:
+
+- a **permutation** swaps the two languages within a random subset of aligned pairs (verse ``e``
+  in language A counts as B and vice versa). Under the null hypothesis that the two languages'
+  activations are exchangeable pair by pair, every such relabelling is equally likely;
+- a **bootstrap** resamples whole pairs with replacement (multinomial counts per example).
+
+Each layer score is a function of label-wise sums over examples, and a label-wise sum under a
+draw is one matrix product ``[draw, example] @ [example, layer*d_mlp]``, so a thousand draws of
+an 18 x 2048 model cost a handful of matrix products (``benchmarks/bench_significance.py``).
+
+Layer scores (larger = more language-specific, one value per layer):
+
+- ``mean_diff``: mean over neurons of ``|mean_A - mean_B|`` of per-example mean activations;
+- ``cohens_d``: mean over neurons of ``|d|``, with ``d`` the standardised difference of
+  per-example means (pooled within-language sd over examples);
+- ``prob_diff``: mean over neurons of ``|p_A - p_B|``, ``p`` the token-weighted share of
+  positions with ``hook_post > 0`` (the per-example data hold ``hook_post``, not the gate);
+- ``auroc``: mean over neurons of ``|2 AUROC - 1|``, AUROC of the per-example means of A
+  against those of B (ties count one half);
+- ``topk``: ``1 - IoU`` of the top-k neurons by token-weighted mean activation;
+- ``rank_corr``: ``1 - Spearman rho`` between the neuron rankings by token-weighted mean
+  (equivalently by summed activation) of A and of B.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import einops
+import numpy as np
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from mlinguality.errors import MlingualityError
+
+PairMetric = Literal["mean_diff", "cohens_d", "prob_diff", "auroc", "topk", "rank_corr"]
+PAIR_METRICS: tuple[PairMetric, ...] = (
+    "mean_diff",
+    "cohens_d",
+    "prob_diff",
+    "auroc",
+    "topk",
+    "rank_corr",
+)
+
+# Draws per matrix product: [128, example] @ [example, 36864] keeps every temporary under
+# ~20 MB for Gemma 3 270M (18 x 2048 neurons) while the products stay large enough to be fast.
+_CHUNK = 128
+# Relative slack when counting permuted scores "at least as extreme": the identity relabelling
+# recomputed in another summation order must count as a tie, not as smaller.
+_TIE_RTOL = 1e-6
+
+
+@dataclass
+class PairTensors:
+    """Aligned per-example tensors of one language pair (example ``e`` is the same verse in both).
+
+    Attributes:
+        lang_a: Language A.
+        lang_b: Language B.
+        mean_a: Per-example mean activation in A.
+        mean_b: Per-example mean activation in B.
+        frac_a: Per-example share of positions with activation > 0 in A.
+        frac_b: Same for B.
+        n_tokens_a: Counted positions per example in A.
+        n_tokens_b: Same for B.
+    """
+
+    lang_a: str
+    lang_b: str
+    mean_a: Float[Tensor, "example layer d_mlp"]
+    mean_b: Float[Tensor, "example layer d_mlp"]
+    frac_a: Float[Tensor, "example layer d_mlp"]
+    frac_b: Float[Tensor, "example layer d_mlp"]
+    n_tokens_a: Float[Tensor, " example"]
+    n_tokens_b: Float[Tensor, " example"]
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.mean_a.shape)
+        for name in ("mean_b", "frac_a", "frac_b"):
+            if tuple(getattr(self, name).shape) != shape:
+                raise MlingualityError(
+                    f"PairTensors {self.lang_a}-{self.lang_b}: {name} has shape "
+                    f"{tuple(getattr(self, name).shape)}, mean_a has {shape}"
+                )
+        if shape[0] < 2:
+            raise MlingualityError(
+                f"PairTensors {self.lang_a}-{self.lang_b}: need at least 2 aligned examples, "
+                f"got {shape[0]}"
+            )
+
+    @property
+    def n_examples(self) -> int:
+        return self.mean_a.shape[0]
+
+    @property
+    def n_layers(self) -> int:
+        return self.mean_a.shape[1]
+
+    @property
+    def d_mlp(self) -> int:
+        return self.mean_a.shape[2]
+
+    @property
+    def name(self) -> str:
+        return f"{self.lang_a}-{self.lang_b}"
+
+
+@dataclass
+class ScoreDraws:
+    """Layer scores of one metric: observed, under permutations, under bootstrap resamples.
+
+    Attributes:
+        observed: The score of the data as labelled.
+        permuted: One row per permutation (``None`` if none were drawn).
+        bootstrap: One row per bootstrap resample (``None`` if none were drawn).
+    """
+
+    observed: Float[Tensor, " layer"]
+    permuted: Float[Tensor, "perm layer"] | None = None
+    bootstrap: Float[Tensor, "boot layer"] | None = None
+
+    def p_values(self) -> Float[Tensor, " layer"] | None:
+        """One-sided permutation p-value per layer (``None`` without permutations)."""
+        if self.permuted is None:
+            return None
+        return permutation_p_value(self.observed, self.permuted)
+
+    def null_mean(self) -> Float[Tensor, " layer"] | None:
+        """Mean score under the permutation null: the empirical chance level of each layer."""
+        return None if self.permuted is None else self.permuted.mean(0)
+
+    def ci(
+        self, level: float = 0.95
+    ) -> tuple[Float[Tensor, " layer"], Float[Tensor, " layer"]] | None:
+        """Bias-shifted percentile bootstrap interval per layer (``None`` without resamples).
+
+        See :func:`shifted_percentile_ci`: resampling with replacement duplicates examples,
+        which raises the noise floor of scores such as mean ``|d|``.
+        """
+        if self.bootstrap is None:
+            return None
+        return shifted_percentile_ci(self.observed, self.bootstrap, level)
+
+
+@dataclass
+class UShapeResult:
+    """The U-shape statistic of one layer profile with its permutation p-value and bootstrap CI.
+
+    Attributes:
+        u: Mean score of the first and last quarter of layers over the mean of the middle half.
+        p_value: Share of permutations with a U at least as large (``nan`` without permutations).
+        ci_low: Lower bias-shifted percentile-bootstrap bound (``nan`` without resamples).
+        ci_high: Upper bound.
+        null_u_mean: Mean U under the permutation null (``nan`` without permutations).
+        n_permutations: Permutations drawn.
+        n_bootstrap: Bootstrap resamples drawn.
+    """
+
+    u: float
+    p_value: float
+    ci_low: float
+    ci_high: float
+    null_u_mean: float
+    n_permutations: int
+    n_bootstrap: int
+
+
+# --- draws ------------------------------------------------------------------------------------
+
+
+def permutation_signs(
+    n_permutations: int, n_examples: int, generator: torch.Generator
+) -> Float[Tensor, "perm example"]:
+    """Random ``+1`` (keep) / ``-1`` (swap the two languages) per permutation and example."""
+    bits = torch.randint(0, 2, (n_permutations, n_examples), generator=generator)
+    return bits.float() * 2 - 1
+
+
+def bootstrap_counts(
+    n_bootstrap: int, n_examples: int, generator: torch.Generator
+) -> Float[Tensor, "boot example"]:
+    """How many times each example is drawn in each resample (n_examples draws with replacement)."""
+    picks = torch.randint(0, n_examples, (n_bootstrap, n_examples), generator=generator)
+    counts = torch.zeros(n_bootstrap, n_examples)
+    return counts.scatter_add_(1, picks, torch.ones_like(picks, dtype=counts.dtype))
+
+
+def permutation_p_value(
+    observed: Float[Tensor, "*score"],
+    null: Float[Tensor, "perm *score"],  # noqa: F821 (a jaxtyping shape, not an expression)
+) -> Float[Tensor, "*score"]:
+    """``(1 + #{null >= observed}) / (1 + n_perm)``: one-sided, never zero, exact under the null.
+
+    >>> permutation_p_value(torch.tensor([2.0]), torch.tensor([[1.0], [3.0], [2.0]]))
+    tensor([0.7500])
+    """
+    slack = _TIE_RTOL * observed.abs()
+    extreme = (null >= observed - slack).sum(0).to(observed.dtype)
+    return (1 + extreme) / (1 + null.shape[0])
+
+
+def percentile_ci(
+    draws: Float[Tensor, "boot *score"],  # noqa: F821 (a jaxtyping shape)
+    level: float = 0.95,
+) -> tuple[Float[Tensor, "*score"], Float[Tensor, "*score"]]:
+    """Percentile interval of bootstrap draws (nan-aware)."""
+    if not 0 < level < 1:
+        raise MlingualityError(f"confidence level must be in (0, 1), got {level}")
+    tail = (1 - level) / 2
+    array = draws.double().numpy()
+    low = np.nanquantile(array, tail, axis=0)
+    high = np.nanquantile(array, 1 - tail, axis=0)
+    return torch.as_tensor(low, dtype=draws.dtype), torch.as_tensor(high, dtype=draws.dtype)
+
+
+def shifted_percentile_ci(
+    observed: Float[Tensor, "*score"],
+    draws: Float[Tensor, "boot *score"],  # noqa: F821 (a jaxtyping shape)
+    level: float = 0.95,
+) -> tuple[Float[Tensor, "*score"], Float[Tensor, "*score"]]:
+    """Percentile interval moved by the bootstrap bias ``mean(draws) - observed``.
+
+    Mean-of-absolute-value scores (mean ``|d|``, mean ``|p_A - p_B|``) have a noise floor that
+    grows when a resample repeats examples (fewer distinct examples), so plain percentile
+    intervals of null layers sit wholly above the observed value. Shifting by the estimated bias
+    centres the interval on the observed value and keeps the bootstrap's spread and skew.
+
+    >>> low, high = shifted_percentile_ci(torch.tensor([1.0]), torch.tensor([[2.0], [3.0], [4.0]]), 0.5)
+    >>> low.item(), high.item()
+    (0.5, 1.5)
+    """
+    low, high = percentile_ci(draws, level)
+    bias = torch.as_tensor(np.nanmean(draws.double().numpy(), axis=0), dtype=draws.dtype) - observed
+    return low - bias, high - bias
+
+
+# --- the U-shape statistic ---------------------------------------------------------------------
+
+
+def u_shape_layers(n_layers: int) -> tuple[list[int], list[int]]:
+    """The edge layers (first and last quarter) and the middle half of a stack of ``n_layers``.
+
+    Layer ``i`` sits at depth ``(i + 0.5) / n_layers``; depths below 1/4 or above 3/4 are the
+    edges, the rest the middle (18 layers: edges 0-3 and 14-17, middle 4-13).
+
+    >>> u_shape_layers(8)
+    ([0, 1, 6, 7], [2, 3, 4, 5])
+    """
+    depth = [(i + 0.5) / n_layers for i in range(n_layers)]
+    edges = [i for i, t in enumerate(depth) if t < 0.25 or t > 0.75]
+    middle = [i for i, t in enumerate(depth) if 0.25 <= t <= 0.75]
+    if not edges or not middle:
+        raise MlingualityError(f"U-shape statistic needs at least 3 layers, got {n_layers}")
+    return edges, middle
+
+
+def u_shape_statistics(layer_scores: Float[Tensor, "*batch layer"]) -> Float[Tensor, "*batch"]:
+    """Vectorised :func:`u_shape_statistic` over leading dims (e.g. one per permutation)."""
+    edges, middle = u_shape_layers(layer_scores.shape[-1])
+    edge_mean = layer_scores[..., edges].mean(-1)
+    middle_mean = layer_scores[..., middle].mean(-1)
+    return edge_mean / middle_mean
+
+
+def u_shape_statistic(layer_scores: Float[Tensor, " layer"]) -> float:
+    """Mean score of the first and last quarter of layers over the mean of the middle half.
+
+    Greater than 1: the edges are more language-specific than the middle (the seed paper's U).
+    A zero middle gives ``inf`` (or ``nan`` when the edges are zero too).
+
+    >>> u_shape_statistic(torch.tensor([2.0, 1.0, 1.0, 2.0]))
+    2.0
+    """
+    return float(u_shape_statistics(layer_scores.double()))
+
+
+def u_shape_test(draws: ScoreDraws, level: float = 0.95) -> UShapeResult:
+    """U statistic of the observed profile, its permutation p-value and bootstrap interval.
+
+    The p-value is the share of within-pair relabellings whose profile has a U at least as large:
+    it tests "the edges are more specific than language-exchangeable noise would make them". A
+    profile that differs from the null in every layer but is flat has U near the null's U.
+    """
+    u = u_shape_statistic(draws.observed)
+    p_value = null_u = ci_low = ci_high = math.nan
+    n_perm = n_boot = 0
+    if draws.permuted is not None:
+        null = u_shape_statistics(draws.permuted.double())
+        p_value = float(permutation_p_value(torch.tensor(u, dtype=torch.float64), null))
+        null_u = float(null.nanmean())
+        n_perm = draws.permuted.shape[0]
+    if draws.bootstrap is not None:
+        boot = u_shape_statistics(draws.bootstrap.double())
+        low, high = shifted_percentile_ci(torch.tensor(u, dtype=torch.float64), boot, level)
+        ci_low, ci_high = float(low), float(high)
+        n_boot = draws.bootstrap.shape[0]
+    return UShapeResult(u, p_value, ci_low, ci_high, null_u, n_perm, n_boot)
+
+
+# --- layer scores under draws ------------------------------------------------------------------
+
+
+def midranks(
+    values: Float[Tensor, "n *rest"],  # noqa: F821 (a jaxtyping shape)
+) -> Float[Tensor, "n *rest"]:  # noqa: F821
+    """Ranks 1..n along dim 0, ties sharing their average rank (as ``scipy.stats.rankdata``)."""
+    return _ranks_last(values.movedim(0, -1).contiguous()).movedim(-1, 0)
+
+
+def _tie_groups(
+    ordered: Float[Tensor, "*batch n"],
+) -> tuple[Int[Tensor, "*batch n"], Int[Tensor, "*batch n"]]:
+    """For sorted values: the first index of each one's tie group and one past its last index."""
+    n = ordered.shape[-1]
+    position = torch.arange(n).expand(ordered.shape)
+    new_group = torch.ones_like(ordered, dtype=torch.bool)
+    new_group[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
+    first = torch.where(new_group, position, 0).cummax(-1).values
+    ends = torch.ones_like(new_group)
+    ends[..., :-1] = new_group[..., 1:]
+    after = torch.where(ends, position + 1, n).flip(-1).cummin(-1).values.flip(-1)
+    return first, after
+
+
+def _ranks_last(values: Float[Tensor, "*batch n"]) -> Float[Tensor, "*batch n"]:
+    """Average ranks 1..n along the last dim (vectorised over the leading dims)."""
+    ordered, order = values.sort(dim=-1)
+    if not (ordered[..., 1:] == ordered[..., :-1]).any():
+        rank_sorted = torch.arange(1, values.shape[-1] + 1, dtype=values.dtype).expand_as(values)
+    else:
+        first, after = _tie_groups(ordered)
+        rank_sorted = ((first + after + 1) / 2).to(values.dtype)
+    return torch.empty_like(values).scatter_(-1, order, rank_sorted)
+
+
+def _spearman_last(
+    a: Float[Tensor, "*batch n"], b: Float[Tensor, "*batch n"]
+) -> Float[Tensor, "*batch"]:
+    ra = _ranks_last(a)
+    rb = _ranks_last(b)
+    ra = ra - ra.mean(-1, keepdim=True)
+    rb = rb - rb.mean(-1, keepdim=True)
+    denom = (ra.square().sum(-1) * rb.square().sum(-1)).sqrt()
+    return (ra * rb).sum(-1) / denom.clamp_min(1e-30)
+
+
+class _Prepared:
+    """Per-pair tensors flattened to ``[example, layer*d_mlp]``, computed once for all draws."""
+
+    def __init__(self, pair: PairTensors, metrics: Sequence[str]) -> None:
+        flat = "example layer d_mlp -> example (layer d_mlp)"
+        self.pair = pair
+        self.n_layers = pair.n_layers
+        self.d_mlp = pair.d_mlp
+        xa = einops.rearrange(pair.mean_a.float(), flat)
+        xb = einops.rearrange(pair.mean_b.float(), flat)
+        na = pair.n_tokens_a.float()[:, None]
+        nb = pair.n_tokens_b.float()[:, None]
+        self.fields: dict[str, tuple[Tensor, Tensor]] = {}
+        self._perm_cache: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+        if {"mean_diff", "cohens_d"} & set(metrics):
+            # Both scores are shift-invariant; centring keeps float32 sums of squares accurate.
+            centre = (xa.mean(0) + xb.mean(0)) / 2
+            xa_c, xb_c = xa - centre, xb - centre
+            self.fields["x"] = (xa_c, xb_c)
+            self.fields["x2"] = (xa_c.square(), xb_c.square())
+        if "prob_diff" in metrics:
+            self.fields["nf"] = (
+                na * einops.rearrange(pair.frac_a.float(), flat),
+                nb * einops.rearrange(pair.frac_b.float(), flat),
+            )
+        if {"prob_diff", "topk", "rank_corr"} & set(metrics):
+            self.fields["n"] = (na, nb)
+        if {"topk", "rank_corr"} & set(metrics):
+            self.fields["nx"] = (na * xa, nb * xb)
+        if "auroc" in metrics:
+            ranks = midranks(torch.cat([xa, xb]))
+            n = xa.shape[0]
+            self.fields["rank"] = (ranks[:n], ranks[n:])
+            self._auroc_sorted = None
+            self._pooled = (xa, xb)
+
+    def label_sums(
+        self, field: str, weights: Float[Tensor, "draw example"], kind: str
+    ) -> tuple[Tensor, Tensor]:
+        """Sums over examples of the field for label A and label B under each draw."""
+        a, b = self.fields[field]
+        if kind == "perm":
+            # label A takes source A where the sign is +1, source B where it is -1
+            if field not in self._perm_cache:
+                self._perm_cache[field] = (a - b, b.sum(0), a.sum(0) + b.sum(0))
+            diff, sum_b, total = self._perm_cache[field]
+            sum_a = torch.addmm(sum_b, (1 + weights) / 2, diff)
+            return sum_a, total - sum_a
+        return weights @ a, weights @ b
+
+    def auroc_weighted(
+        self, counts: Float[Tensor, "draw example"]
+    ) -> Float[Tensor, "draw feature"]:
+        """AUROC of A against B with example weights (bootstrap), exact with ties as one half.
+
+        B's values are sorted once per neuron and each A value's place among them found once;
+        a draw then only needs the cumulative B weight at those places:
+        ``AUROC = sum_i w_i (W_B(< a_i) + W_B(= a_i) / 2) / (sum w)^2``.
+        """
+        if self._auroc_sorted is None:
+            xa, xb = self._pooled
+            to_features = "example feature -> feature example"
+            a_values = einops.rearrange(xa, to_features).contiguous()
+            b_sorted, b_order = einops.rearrange(xb, to_features).contiguous().sort(dim=-1)
+            below = torch.searchsorted(b_sorted, a_values, side="left")
+            up_to = torch.searchsorted(b_sorted, a_values, side="right")
+            self._auroc_sorted = (b_order, below, up_to)
+        b_order, below, up_to = self._auroc_sorted
+        out = []
+        for row in counts:
+            cum_b = torch.nn.functional.pad(row[b_order].cumsum(-1), (1, 0))  # [feature, 1+ex]
+            placed = (cum_b.gather(-1, below) + cum_b.gather(-1, up_to)) / 2
+            out.append((placed @ row) / row.sum() ** 2)
+        return torch.stack(out)
+
+
+def _scores_for_draws(
+    prep: _Prepared,
+    metrics: Sequence[str],
+    weights: Float[Tensor, "draw example"],
+    kind: Literal["perm", "boot"],
+    k: int,
+) -> dict[str, Float[Tensor, "draw layer"]]:
+    """Layer scores of every metric for a chunk of draws (see the module docstring)."""
+    per_neuron = "draw (layer d_mlp) -> draw layer d_mlp"
+    n_examples = weights.sum(1, keepdim=True) if kind == "boot" else None
+    if n_examples is None:
+        n_examples = torch.full((weights.shape[0], 1), float(prep.pair.n_examples))
+
+    def neurons(flat: Tensor) -> Tensor:
+        return einops.rearrange(flat, per_neuron, layer=prep.n_layers)
+
+    def layer_mean(per: Tensor) -> Tensor:
+        return einops.reduce(neurons(per), "draw layer d_mlp -> draw layer", "mean")
+
+    out: dict[str, Tensor] = {}
+    if {"mean_diff", "cohens_d"} & set(metrics):
+        sum_a, sum_b = prep.label_sums("x", weights, kind)
+        mean_a, mean_b = sum_a / n_examples, sum_b / n_examples
+        if "mean_diff" in metrics:
+            out["mean_diff"] = layer_mean((mean_a - mean_b).abs())
+        if "cohens_d" in metrics:
+            sq_a, sq_b = prep.label_sums("x2", weights, kind)
+            within = (sq_a - n_examples * mean_a**2) + (sq_b - n_examples * mean_b**2)
+            pooled_var = within.clamp_min(0) / (2 * n_examples - 2)
+            sd = pooled_var.sqrt()
+            d = torch.where(sd > 1e-12, (mean_a - mean_b) / sd.clamp_min(1e-12), 0.0)
+            out["cohens_d"] = layer_mean(d.abs())
+    if {"prob_diff", "topk", "rank_corr"} & set(metrics):
+        tok_a, tok_b = prep.label_sums("n", weights, kind)
+    if "prob_diff" in metrics:
+        pos_a, pos_b = prep.label_sums("nf", weights, kind)
+        out["prob_diff"] = layer_mean((pos_a / tok_a - pos_b / tok_b).abs())
+    if {"topk", "rank_corr"} & set(metrics):
+        act_a, act_b = prep.label_sums("nx", weights, kind)
+        mu_a, mu_b = neurons(act_a / tok_a), neurons(act_b / tok_b)
+        if "topk" in metrics:
+            out["topk"] = 1 - topk_iou(mu_a, mu_b, k)
+        if "rank_corr" in metrics:
+            out["rank_corr"] = 1 - _spearman_last(mu_a, mu_b)
+    if "auroc" in metrics:
+        if kind == "perm":
+            # Midranks of the pooled sample do not change under relabelling, so the rank sum of
+            # label A is linear in the signs (Mann-Whitney U = R_A - n(n+1)/2).
+            n = prep.pair.n_examples
+            rank_a, _ = prep.label_sums("rank", weights, kind)
+            auc = (rank_a - n * (n + 1) / 2) / (n * n)
+        else:
+            auc = prep.auroc_weighted(weights)
+        out["auroc"] = layer_mean((2 * auc - 1).abs())
+    return out
+
+
+def topk_iou(
+    mean_a: Float[Tensor, "*batch layer d_mlp"], mean_b: Float[Tensor, "*batch layer d_mlp"], k: int
+) -> Float[Tensor, "*batch layer"]:
+    """IoU of the top-k neurons (largest mean activation) of A and of B, per layer."""
+    d_mlp = mean_a.shape[-1]
+    if not 0 < k <= d_mlp:
+        raise MlingualityError(f"top-k overlap needs 0 < k <= d_mlp={d_mlp}, got k={k}")
+    top_a = _topk_mask(mean_a, k)
+    top_b = _topk_mask(mean_b, k)
+    inter = (top_a & top_b).sum(-1).to(mean_a.dtype)
+    return inter / (2 * k - inter)
+
+
+def _topk_mask(values: Float[Tensor, "*batch n"], k: int) -> Bool[Tensor, "*batch n"]:
+    index = values.topk(k, dim=-1).indices
+    return torch.zeros_like(values, dtype=torch.bool).scatter_(-1, index, True)
+
+
+def _chunks(total: int, size: int) -> Iterator[slice]:
+    for start in range(0, total, size):
+        yield slice(start, min(start + size, total))
+
+
+def pair_score_draws(
+    pair: PairTensors,
+    metrics: Sequence[str] = PAIR_METRICS,
+    n_permutations: int = 1000,
+    n_bootstrap: int = 200,
+    k: int | None = None,
+    seed: int = 0,
+    chunk: int = _CHUNK,
+) -> dict[str, ScoreDraws]:
+    """Observed, permuted and bootstrapped layer scores of each metric for one language pair.
+
+    Args:
+        pair: Aligned per-example tensors.
+        metrics: Which layer scores (module docstring).
+        n_permutations: Within-pair relabellings (0 for none).
+        n_bootstrap: Resamples of pairs with replacement (0 for none).
+        k: Top-k size for ``topk`` (default: 5% of d_mlp).
+        seed: Seeds the permutations and the resamples (the same draws for every metric).
+        chunk: Draws per matrix product.
+
+    Returns:
+        ``{metric: ScoreDraws}``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    signs = permutation_signs(n_permutations, pair.n_examples, generator)
+    counts = bootstrap_counts(n_bootstrap, pair.n_examples, generator)
+    return scores_under_draws(pair, metrics, signs, counts, k, chunk)
+
+
+def scores_under_draws(
+    pair: PairTensors,
+    metrics: Sequence[str],
+    signs: Float[Tensor, "perm example"] | None,
+    counts: Float[Tensor, "boot example"] | None,
+    k: int | None = None,
+    chunk: int = _CHUNK,
+) -> dict[str, ScoreDraws]:
+    """Layer scores of the data as labelled and under the given relabellings and resamples.
+
+    Args:
+        pair: Aligned per-example tensors.
+        metrics: Which layer scores.
+        signs: ``+1`` keep / ``-1`` swap, per permutation and example (``None``: no permutations).
+        counts: Draw counts per resample and example (``None``: no bootstrap).
+        k: Top-k size for ``topk`` (default: 5% of d_mlp).
+        chunk: Draws per matrix product.
+    """
+    unknown = sorted(set(metrics) - set(PAIR_METRICS))
+    if unknown:
+        raise MlingualityError(
+            f"unknown pair metric {unknown[0]!r}; choose from {', '.join(PAIR_METRICS)}"
+        )
+    k = default_k(pair.d_mlp) if k is None else k
+    prep = _Prepared(pair, metrics)
+    identity = torch.ones(1, pair.n_examples)  # every sign +1: the data as labelled
+    observed = _scores_for_draws(prep, metrics, identity, "perm", k)
+    results = {m: ScoreDraws(observed=observed[m][0].double()) for m in metrics}
+    for kind, weights, attr in (("perm", signs, "permuted"), ("boot", counts, "bootstrap")):
+        if weights is None or weights.shape[0] == 0:
+            continue
+        if weights.shape[1] != pair.n_examples:
+            raise MlingualityError(
+                f"{attr} draws cover {weights.shape[1]} examples, the pair has {pair.n_examples}"
+            )
+        parts: dict[str, list[Tensor]] = {m: [] for m in metrics}
+        for part in _chunks(weights.shape[0], chunk):
+            scores = _scores_for_draws(prep, metrics, weights[part].float(), kind, k)
+            for m in metrics:
+                parts[m].append(scores[m])
+        for m in metrics:
+            setattr(results[m], attr, torch.cat(parts[m]).double())
+    return results
+
+
+def default_k(d_mlp: int) -> int:
+    """Top-k size used when none is given: 5% of d_mlp (102 of Gemma 3 270M's 2048), at least 1.
+
+    Large enough that the overlap is not dominated by a handful of outlier neurons, small enough
+    that chance overlap (k/d_mlp = 5%) stays far below the observed overlaps.
+    """
+    return max(1, round(0.05 * d_mlp))
+
+
+def chance_iou(k: int, d_mlp: int) -> float:
+    """Expected IoU of two independent uniformly random k-subsets of d_mlp neurons.
+
+    The intersection is hypergeometric with mean ``k**2 / d_mlp``; the IoU is
+    ``X / (2k - X)`` averaged over its distribution.
+
+    >>> round(chance_iou(1, 2), 6)
+    0.5
+    """
+    from scipy.stats import hypergeom
+
+    support = np.arange(0, k + 1)
+    pmf = hypergeom(d_mlp, k, k).pmf(support)
+    return float((pmf * support / (2 * k - support)).sum())
+
+
+__all__ = [
+    "PAIR_METRICS",
+    "PairTensors",
+    "ScoreDraws",
+    "UShapeResult",
+    "bootstrap_counts",
+    "chance_iou",
+    "default_k",
+    "midranks",
+    "pair_score_draws",
+    "scores_under_draws",
+    "shifted_percentile_ci",
+    "percentile_ci",
+    "permutation_p_value",
+    "permutation_signs",
+    "topk_iou",
+    "u_shape_layers",
+    "u_shape_statistic",
+    "u_shape_statistics",
+    "u_shape_test",
+]
