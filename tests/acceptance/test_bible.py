@@ -75,3 +75,34 @@ def test_split_of_the_bible_is_stable(bible):
     # Pinned sides of a few verses (a change of hash or salt shows here).
     assert "bible:40:5:9" in evaluate.ids and "bible:43:3:16" in select.ids
     assert abs(len(evaluate) / len(bible) - 0.5) < 0.02
+
+
+def test_corpus_info_counts_gemma_tokens(capsys):
+    from mlinguality.cli import main
+    from mlinguality.corpus.cli import load_tokenizer
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "corpus",
+                "info",
+                "bible",
+                "--langs",
+                "en,hi",
+                "--books",
+                "Jude",
+                "--model",
+                "gemma-3-270m",
+            ]
+        )
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[3:]}
+    tokenizer = load_tokenizer("gemma-3-270m")
+    jude = load_corpus("bible", ["en", "hi"], books="Jude")
+    for lang in ("en", "hi"):
+        counts = [len(tokenizer.encode(t, add_special_tokens=False)) for t in jude.texts(lang)]
+        assert rows[lang][3] == f"{sum(counts) / len(counts):.1f}"
+    # Gemma's tokenizer keeps Matthew 5:9 in Hindi to a few dozen tokens (not one per byte).
+    verse = MATTHEW_5_9["hi"]
+    assert len(tokenizer.encode(verse, add_special_tokens=False)) < len(verse.encode()) / 4
