@@ -143,3 +143,26 @@ def test_corrupt_cache_is_detected(tmp_path, monkeypatch):
     assert "size" in model_module._verify_manifest(folder)
     (folder / model_module._MANIFEST).unlink()  # a half-written conversion has no manifest
     assert "manifest" in model_module._verify_manifest(folder)
+
+
+def test_corrupt_cache_is_rebuilt_not_used(tmp_path, monkeypatch):
+    from mlinguality import model as model_module
+
+    monkeypatch.setenv("MLINGUALITY_CACHE", str(tmp_path))
+    conversions = []
+
+    def fake_convert(folder):
+        conversions.append(folder)
+        folder.mkdir()
+        (folder / "weights.bin").write_bytes(b"good")
+        files = {"weights.bin": {"size": 4, "sha256": model_module._sha256(folder / "weights.bin")}}
+        manifest = {"format": model_module._CACHE_FORMAT, "files": files}
+        (folder / model_module._MANIFEST).write_text(__import__("json").dumps(manifest))
+
+    monkeypatch.setattr(model_module, "_convert_gemma", fake_convert)
+    folder = model_module.ensure_gemma_cache()  # absent -> converted
+    assert len(conversions) == 1
+    assert model_module.ensure_gemma_cache() == folder and len(conversions) == 1  # valid -> reused
+    (folder / "weights.bin").write_bytes(b"evil")  # corrupt -> rebuilt
+    model_module.ensure_gemma_cache()
+    assert len(conversions) == 2 and (folder / "weights.bin").read_bytes() == b"good"
