@@ -1,7 +1,8 @@
 """Which neuron selections are language-specific when ablated? Gemma 3 270M on the Bible.
 
     python experiments/ablation_matrix.py --langs en,fr,ru,zh,hi --select 200 --eval 12 \\
-        --metrics lape,cohens_d --rates 0.002,0.01 --modes zero,mean --seeds 2 --out runs/ablation
+        --metrics lape,cohens_d --rates 'lape=0.01,0.05;cohens_d=0.002,0.01' \\
+        --modes zero,mean --seeds 2 --out runs/ablation
 
 Steps (all library calls): load the corpus and split it by id hash into ``select`` and ``eval``;
 collect per-language statistics on ``select`` (positions ``all``); for every selection metric x
@@ -34,6 +35,13 @@ from mlinguality.evaluation import encode_languages
 from mlinguality.stats import save_stats
 
 
+def _parse_rates(text: str) -> list[float] | dict[str, list[float]]:
+    if "=" not in text:
+        return [float(rate) for rate in text.split(",")]
+    pairs = (part.split("=") for part in text.split(";"))
+    return {metric: [float(rate) for rate in rates.split(",")] for metric, rates in pairs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gemma-3-270m", help="a model spec, or 'tiny'")
@@ -43,7 +51,11 @@ def main() -> None:
     parser.add_argument("--eval", type=int, default=12, help="held-out verses to evaluate on")
     parser.add_argument("--max-chars", type=int, default=120, help="longest eval verse (English)")
     parser.add_argument("--metrics", default="lape,cohens_d")
-    parser.add_argument("--rates", default="0.002,0.01")
+    parser.add_argument(
+        "--rates",
+        default="lape=0.01,0.05;cohens_d=0.002,0.01",
+        help="'0.002,0.01' for every metric, or per metric 'lape=0.01,0.05;cohens_d=0.002,0.01'",
+    )
     parser.add_argument("--modes", default="zero,mean")
     parser.add_argument("--seeds", type=int, default=2, help="matched random controls")
     parser.add_argument("--threads", type=int, default=1)
@@ -72,7 +84,7 @@ def main() -> None:
         encoded,
         stats,
         metrics=args.metrics.split(","),
-        rates=[float(rate) for rate in args.rates.split(",")],
+        rates=_parse_rates(args.rates),
         modes=args.modes.split(","),
         n_seeds=args.seeds,
     )

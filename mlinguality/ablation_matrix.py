@@ -300,7 +300,7 @@ def compare_selections(
     encoded: Mapping[str, EncodedTexts],
     stats: Mapping[str, ActivationStats],
     metrics: Sequence[str] = ("lape", "cohens_d"),
-    rates: Sequence[float] = (0.002, 0.01),
+    rates: Sequence[float] | Mapping[str, Sequence[float]] = (0.002, 0.01),
     modes: Sequence[AblationMode] = ("zero", "mean"),
     *,
     n_seeds: int = 3,
@@ -313,6 +313,9 @@ def compare_selections(
     ``mlinguality.selectivity.select_language_neurons(stats, metric=..., top_rate=rate)``; the
     mean of ``mode="mean"`` is :func:`mlinguality.ablation.mean_activation` of ``stats``.
     Evaluate on ``encoded`` built from the held-out ``eval`` split, never the select texts.
+    ``rates`` may differ per metric (``{"lape": [0.01], "cohens_d": [0.002]}``): LAPE's
+    ``top_rate`` is a share of all neurons shared out among languages, the other metrics' a share
+    per language.
     """
     from mlinguality.selectivity import select_language_neurons
 
@@ -320,7 +323,7 @@ def compare_selections(
     mean = mean_activation(stats, mean_weighting)
     matrices = []
     for metric in metrics:
-        for rate in rates:
+        for rate in rates[metric] if isinstance(rates, Mapping) else rates:
             sets = select_language_neurons(dict(stats), metric=metric, top_rate=rate)
             sets = {lang: sets[lang] for lang in encoded if lang in sets}
             for mode in modes:
@@ -384,7 +387,7 @@ def comparison_table(matrices: Sequence[AblationMatrix]) -> str:
         cells = [str(matrix.meta.get(key, "")) for key in keys]
         cells += [
             matrix.mode,
-            f"{sum(sizes) / max(len(sizes), 1):.0f}",
+            f"{sum(sizes) / max(len(sizes), 1):.1f}",
             f"{dom.own_rise:+.4f}",
             f"{dom.cross_rise:+.4f}",
             f"{dom.ratio:.2f}",

@@ -290,3 +290,33 @@ def test_small_model_tiny_config_runs_matrix_quickly():
     encoded = encode_languages(model.tokenizer, {"en": EVAL["en"]})
     matrix = ablation_matrix(model, encoded, sets, n_seeds=1)
     assert math.isnan(matrix.dominance().cross_rise)  # one language: no cross pairs
+
+
+def test_compare_selections_one_matrix_per_config_with_selected_sets(tiny_model):
+    from mlinguality.ablation_matrix import compare_selections
+    from mlinguality.activations import collect
+    from mlinguality.selectivity import select_language_neurons
+
+    class Corpus:
+        ids = ["1", "2", "3"]
+
+        def texts(self, lang):
+            return EVAL[lang]
+
+    stats = collect(tiny_model, Corpus(), ["en", "fr"], progress=False)
+    encoded = encode_languages(tiny_model.tokenizer, {k: EVAL[k] for k in ("en", "fr")})
+    matrices = compare_selections(
+        tiny_model, encoded, stats, ["cohens_d"], [0.02, 0.05], ["zero", "mean"], n_seeds=1
+    )
+    assert [(m.meta["rate"], m.mode) for m in matrices] == [
+        (0.02, "zero"),
+        (0.02, "mean"),
+        (0.05, "zero"),
+        (0.05, "mean"),
+    ]
+    expected = select_language_neurons(stats, metric="cohens_d", top_rate=0.05)
+    assert matrices[2].n_neurons == {lang: int(mask.sum()) for lang, mask in expected.items()}
+    assert matrices[0].baseline["fr"] is matrices[3].baseline["fr"]  # one shared baseline
+    with ablate(tiny_model, expected["en"], mode="mean", mean=mean_activation(stats)):
+        direct = evaluate(tiny_model, encoded["fr"]).bits_per_byte
+    assert math.isclose(matrices[3].ablated["en"]["fr"].bits_per_byte, direct, rel_tol=1e-12)
