@@ -26,13 +26,16 @@ from mlinguality.config import RunConfig
 logger = logging.getLogger(__name__)
 
 
-def collect(config: RunConfig, inputs, run_dir: Path) -> None:
-    """Activation statistics of the selection split -> ``stats/``, ``corpus.json``."""
+def collect(config: RunConfig, inputs, run_dir: Path, checkpoints: Path) -> None:
+    """Activation statistics of the selection split -> ``stats/``, ``corpus.json``.
+
+    Partial statistics are checkpointed in ``checkpoints`` (removed when done), so a killed
+    collection resumes from there.
+    """
     from mlinguality.activations import collect as collect_stats
     from mlinguality.stats import save_stats
 
     corpus, select, evaluate = inputs.splits
-    checkpoints = run_dir / ".checkpoints"
     coll = config.collection
     stats = collect_stats(
         inputs.model,
@@ -107,7 +110,7 @@ def select(config: RunConfig, run_dir: Path) -> None:
 
 
 def load_masks(run_dir: Path) -> dict[str, Bool[Tensor, "layer d_mlp"]]:
-    """The masks written by :func:`select`, in the order they were selected."""
+    """The masks written by :func:`select` (safetensors keeps them in sorted key order)."""
     from safetensors.torch import load_file
 
     return {
@@ -141,7 +144,8 @@ def ablate(config: RunConfig, inputs, run_dir: Path) -> None:
         batch_tokens=ab.batch_tokens,
         device=config.model.device,
     )
-    masks = {lang: mask for lang, mask in load_masks(run_dir).items() if lang in langs}
+    saved = load_masks(run_dir)
+    masks = {lang: saved[lang] for lang in langs if lang in saved}  # rows in config order
     mean = mean_activation(_load(config, run_dir)) if ab.mode == "mean" else None
     meta = {"metric": config.selectivity.select_metric, "top_rate": config.selectivity.top_rate}
     with torch.no_grad():

@@ -269,6 +269,7 @@ def write_report(
         if config.plots:
             lines += ["![selected neurons per layer](plots/selected_neurons.png)", ""]
         wide = chosen.pivot(index="layer", columns="lang", values="n_selected")
+        wide = wide[[lang for lang in config.corpus.langs if lang in wide.columns]]
         lines += _table(
             ["layer", *map(str, wide.columns)],
             [[layer, *map(int, row)] for layer, row in zip(wide.index, wide.values, strict=True)],

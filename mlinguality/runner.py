@@ -242,12 +242,14 @@ def _check_names(config: RunConfig) -> None:
             )
 
 
-def run_experiment(config: RunConfig, resume: str | Path | None = None) -> Path:
+def run_experiment(config: RunConfig, resume: str | Path | None = None, model=None) -> Path:
     """Run (or resume) the whole pipeline; return the run folder.
 
     Args:
         config: The resolved run configuration.
         resume: An earlier run folder to finish; stages whose settings are unchanged are kept.
+        model: The model of ``config.model``, already loaded (a notebook or test session that
+            holds it saves the load); by default it is loaded when a stage first needs it.
     """
     _check_names(config)
     start = time.perf_counter()
@@ -270,9 +272,12 @@ def run_experiment(config: RunConfig, resume: str | Path | None = None) -> Path:
     log = StageLog(run_dir, cache)
     keys = stage_keys(config)
     inputs = _Inputs(config)
+    inputs._model = model
+    # checkpoints of a killed collection live beside the cache, so any rerun resumes them
+    partial = (cache or run_dir) / f".partial-collect-{keys['collect']}"
     origins = {
         "collect": log.run(
-            "collect", keys["collect"], lambda: stages.collect(config, inputs, run_dir)
+            "collect", keys["collect"], lambda: stages.collect(config, inputs, run_dir, partial)
         ),
         "score": log.run("score", keys["score"], lambda: stages.score(config, run_dir)),
         "select": log.run("select", keys["select"], lambda: stages.select(config, run_dir)),

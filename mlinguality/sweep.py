@@ -298,9 +298,11 @@ def run_sweep(
             row["status"] = status
             row["seconds"] = round(time.perf_counter() - start, 1)
             run_dirs = sorted(sweep_dir.glob(f"{name}-*"))
-            if run_dirs:
-                row["run_dir"] = str(run_dirs[-1])
-                row.update(_headline(run_dirs[-1] / "summary.json"))
+            headline = _headline(run_dirs[-1] / "summary.json") if run_dirs else {}
+            if spec.metric_name:  # the sweep's metric first, then everything else
+                row[spec.metric_name] = headline.pop(spec.metric_name, None)
+            row["run_dir"] = str(run_dirs[-1]) if run_dirs else ""
+            row.update(headline)
             if status != 0:
                 logger.warning("sweep run %s exited with status %d", name, status)
         rows.append(row)

@@ -187,6 +187,7 @@ def test_ablation_numbers_match_a_naive_loop(first_run, tiny4):
     root, _, run_dir = first_run
     _, held_out = _splits(root)
     record = json.loads((run_dir / "ablation.json").read_text())
+    assert record["rows"] == [*LANGS, "random"] and record["langs"] == LANGS  # config order
     model = tiny4
     for lang in LANGS:
         expected = _naive_bits_per_byte(model, held_out.texts(lang))

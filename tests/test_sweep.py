@@ -180,7 +180,9 @@ _FAKE_PROGRAM = textwrap.dedent(
     run_dir = Path(config.output_dir) / f"{config.name}-20260101-000000"
     run_dir.mkdir(parents=True)
     summary = {"selectivity": {"top_rate": config.selectivity.top_rate},
-               "ablation": {"mode": config.ablation.mode}, "group": config.tracking.group,
+               "ablation": {"mode": config.ablation.mode,
+                            "diagonal_dominance": 10 * config.selectivity.top_rate},
+               "group": config.tracking.group,
                "wandb": config.tracking.wandb}
     (run_dir / "summary.json").write_text(json.dumps(summary))
     """
@@ -221,4 +223,13 @@ def test_run_sweep_runs_every_point_and_writes_the_table(tmp_path, monkeypatch):
         assert float(row["selectivity/top_rate"]) == float(row["selectivity.top_rate"])
         assert Path(row["run_dir"]).parent == table.parent
     assert rows[1]["run_dir"] == ""
+    assert list(rows[0])[:6] == [
+        "run",
+        "selectivity.top_rate",
+        "ablation.mode",
+        "status",
+        "seconds",
+        "ablation/diagonal_dominance",  # the sweep's metric, first after the run's columns
+    ]
+    assert float(rows[0]["ablation/diagonal_dominance"]) == pytest.approx(0.1)
     assert (table.parent / "sweep.yaml").exists()
