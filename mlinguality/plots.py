@@ -43,7 +43,11 @@ def _u_label(u_rows: pd.DataFrame, metric: str, pair: str) -> str:
     if row.empty:
         return pair
     u, p = float(row.u.iloc[0]), float(row.p_value.iloc[0])
-    return f"{pair}  U={u:.2f}" + ("" if math.isnan(p) else f" p={p:.3g}")
+    low, high = float(row.ci_low.iloc[0]), float(row.ci_high.iloc[0])
+    label = f"{pair}  U={u:.2f}"
+    if not math.isnan(low):
+        label += f" ({low:.2f}-{high:.2f})"
+    return label + ("" if math.isnan(p) else f" p={p:.3g}")
 
 
 def draw_layer_profile(

@@ -164,6 +164,14 @@ class UShapeResult:
         null_u_mean: Mean U under the permutation null (``nan`` without permutations).
         n_permutations: Permutations drawn.
         n_bootstrap: Bootstrap resamples drawn.
+        u_first: Mean of the first quarter over the mean of the middle half.
+        u_last: Mean of the last quarter over the mean of the middle half.
+        u_excess: U of the excess over chance, ``observed - null_mean`` per layer (``nan``
+            without permutations). A score's noise floor can itself differ across layers (the
+            null profile has its own U); the excess removes it.
+        excess_ci_low: Bias-shifted bootstrap interval of ``u_excess`` (bootstrap rows minus
+            the null mean).
+        excess_ci_high: Upper bound.
     """
 
     u: float
@@ -173,6 +181,11 @@ class UShapeResult:
     null_u_mean: float
     n_permutations: int
     n_bootstrap: int
+    u_first: float = math.nan
+    u_last: float = math.nan
+    u_excess: float = math.nan
+    excess_ci_low: float = math.nan
+    excess_ci_high: float = math.nan
 
 
 # --- draws ------------------------------------------------------------------------------------
@@ -285,26 +298,58 @@ def u_shape_statistic(layer_scores: Float[Tensor, " layer"]) -> float:
 
 
 def u_shape_test(draws: ScoreDraws, level: float = 0.95) -> UShapeResult:
-    """U statistic of the observed profile, its permutation p-value and bootstrap interval.
+    """U statistic of the observed profile, its permutation p-value and bootstrap intervals.
 
     The p-value is the share of within-pair relabellings whose profile has a U at least as large:
-    it tests "the edges are more specific than language-exchangeable noise would make them". A
-    profile that differs from the null in every layer but is flat has U near the null's U.
+    it tests "the edges are more specific than language-exchangeable noise would make them". It
+    is informative near the null; when every layer differs far beyond chance, the null profile
+    is noise of another shape and scale, and the bootstrap interval of U (does it exclude 1?) and
+    the U of the excess over chance are the quantities to read.
     """
-    u = u_shape_statistic(draws.observed)
-    p_value = null_u = ci_low = ci_high = math.nan
+    observed = draws.observed.double()
+    u = u_shape_statistic(observed)
+    edges, middle = u_shape_layers(observed.shape[0])
+    first = [i for i in edges if i < middle[0]]
+    last = [i for i in edges if i > middle[-1]]
+    middle_mean = observed[middle].mean()
+    u_first = float(observed[first].mean() / middle_mean)
+    u_last = float(observed[last].mean() / middle_mean)
+    nan = math.nan
+    p_value = null_u = ci_low = ci_high = u_excess = excess_low = excess_high = nan
     n_perm = n_boot = 0
+    null_mean = None
     if draws.permuted is not None:
         null = u_shape_statistics(draws.permuted.double())
         p_value = float(permutation_p_value(torch.tensor(u, dtype=torch.float64), null))
         null_u = float(null.nanmean())
         n_perm = draws.permuted.shape[0]
+        null_mean = draws.permuted.double().mean(0)
+        u_excess = u_shape_statistic(observed - null_mean)
     if draws.bootstrap is not None:
         boot = u_shape_statistics(draws.bootstrap.double())
         low, high = shifted_percentile_ci(torch.tensor(u, dtype=torch.float64), boot, level)
         ci_low, ci_high = float(low), float(high)
         n_boot = draws.bootstrap.shape[0]
-    return UShapeResult(u, p_value, ci_low, ci_high, null_u, n_perm, n_boot)
+        if null_mean is not None:
+            boot_excess = u_shape_statistics(draws.bootstrap.double() - null_mean)
+            low, high = shifted_percentile_ci(
+                torch.tensor(u_excess, dtype=torch.float64), boot_excess, level
+            )
+            excess_low, excess_high = float(low), float(high)
+    return UShapeResult(
+        u,
+        p_value,
+        ci_low,
+        ci_high,
+        null_u,
+        n_perm,
+        n_boot,
+        u_first,
+        u_last,
+        u_excess,
+        excess_low,
+        excess_high,
+    )
 
 
 # --- layer scores under draws ------------------------------------------------------------------

@@ -40,10 +40,13 @@ def test_drawn_lines_are_the_profile_values_and_labels_carry_u(profile):
     fig, ax = plt.subplots()
     labels = draw_layer_profile(ax, profile, "cohens_d")
     u = profile.u_shape.set_index(["metric", "pair"])
-    assert labels == [
-        f"{pair}  U={u.loc[('cohens_d', pair), 'u']:.2f} p={u.loc[('cohens_d', pair), 'p_value']:.3g}"
-        for pair in ("en-fr", "en-ru")
-    ]
+    expected_labels = []
+    for pair in ("en-fr", "en-ru"):
+        row = u.loc[("cohens_d", pair)]
+        expected_labels.append(
+            f"{pair}  U={row.u:.2f} ({row.ci_low:.2f}-{row.ci_high:.2f}) p={row.p_value:.3g}"
+        )
+    assert labels == expected_labels
     rows = profile.layers
     expected = rows[(rows.metric == "cohens_d") & (rows.pair == "en-ru")].sort_values("layer")
     solid = [line for line in ax.lines if line.get_linestyle() == "-"]

@@ -307,3 +307,20 @@ def test_shifted_percentile_ci_centres_on_the_observed_value():
     # percentile interval [3, 5], bootstrap mean 4, bias 3
     assert_close(low, torch.tensor([0.0]), kind="exact")
     assert_close(high, torch.tensor([2.0]), kind="exact")
+
+
+def test_u_shape_test_splits_edges_and_removes_the_null_floor():
+    observed = torch.tensor([5.0, 3.0, 2.0, 2.0, 2.0, 2.0, 4.0, 6.0], dtype=torch.float64)
+    floor = torch.tensor([2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0], dtype=torch.float64)
+    draws = ScoreDraws(
+        observed=observed,
+        permuted=floor.expand(3, -1).clone(),
+        bootstrap=torch.stack([observed, observed * 1.1, observed * 0.9]),
+    )
+    result = u_shape_test(draws)
+    assert result.u == pytest.approx((5 + 3 + 4 + 6) / 4 / 2)
+    assert result.u_first == pytest.approx(4 / 2) and result.u_last == pytest.approx(5 / 2)
+    # excess: [3, 2, 1, 1, 1, 1, 3, 4] -> edges 3, middle 1
+    assert result.u_excess == pytest.approx(3.0)
+    assert result.excess_ci_low <= result.u_excess <= result.excess_ci_high
+    assert result.p_value == pytest.approx(1 / 4)  # U above every null draw's U
