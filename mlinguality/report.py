@@ -61,9 +61,15 @@ def build_summary(
             headline = str(rows["metric"].iloc[0])
         sel["headline_metric"] = headline
         sel["u_shape"] = _num(rows["u"].mean())
+        if "u_excess" in rows:  # U of the excess over the permutation null (chance per layer)
+            sel["u_shape_excess"] = _num(rows["u_excess"].mean())
         sel["u_shape_max_p"] = _num(rows["p_value"].max())
         sel["u_shape_by_pair"] = {
-            f"{row.metric}/{row.pair}": {"u": _num(row.u), "p_value": _num(row.p_value)}
+            f"{row.metric}/{row.pair}": {
+                "u": _num(row.u),
+                "u_excess": _num(getattr(row, "u_excess", None)),
+                "p_value": _num(row.p_value),
+            }
             for row in u_shape.itertuples()
         }
     if chosen is not None:
@@ -103,54 +109,6 @@ def flatten(summary: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # --- plots -------------------------------------------------------------------------------------
-
-
-def plot_profile(profile: pd.DataFrame, path: Path) -> Path:
-    """One panel per metric: score by layer, a line per pair, bootstrap band and chance level."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    metrics = list(dict.fromkeys(profile["metric"]))
-    ncols = min(2, len(metrics))
-    nrows = math.ceil(len(metrics) / ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(5.2 * ncols, 3.3 * nrows), squeeze=False, constrained_layout=True
-    )
-    for ax, metric in zip(axes.flat, metrics, strict=False):
-        rows = profile[profile["metric"] == metric]
-        for pair, group in rows.groupby("pair", sort=False):
-            group = group.sort_values("layer")
-            (line,) = ax.plot(group["layer"], group["value"], marker="o", ms=3, label=str(pair))
-            if group["ci_low"].notna().any():
-                ax.fill_between(
-                    group["layer"],
-                    group["ci_low"],
-                    group["ci_high"],
-                    alpha=0.15,
-                    color=line.get_color(),
-                )
-            significant = group[group["p_value"] < 0.05]
-            ax.scatter(
-                significant["layer"], significant["value"], s=18, color=line.get_color(), zorder=3
-            )
-        chance = rows["chance"].dropna()
-        if len(chance):
-            ax.axhline(float(chance.iloc[0]), color="grey", ls="--", lw=1, label="chance")
-        ax.set_title(metric, fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("layer", fontsize=8)
-        ax.set_ylabel("selectivity (higher = more language-specific)", fontsize=7)
-        ax.legend(fontsize=6, ncol=2)
-    for ax in list(axes.flat)[len(metrics) :]:
-        ax.axis("off")
-    fig.suptitle("Per-layer language selectivity (filled dots: permutation p < 0.05)", fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def plot_selected(chosen: pd.DataFrame, path: Path) -> Path:
@@ -201,7 +159,14 @@ def write_report(
     ablation = _read(run_dir, "ablation.json")
     corpus = _read(run_dir, "corpus.json") or {}
     if config.plots and profile is not None and len(profile):
-        plot_profile(profile, run_dir / "plots" / "layer_profile.png")
+        from mlinguality.plots import plot_profile_grid
+        from mlinguality.selectivity import SelectivityProfile
+
+        plot_profile_grid(
+            SelectivityProfile(profile, u_shape),
+            run_dir / "plots" / "layer_profile.png",
+            title=f"{config.model.spec}: per-layer language selectivity",
+        )
     if config.plots and chosen is not None and len(chosen):
         plot_selected(chosen, run_dir / "plots" / "selected_neurons.png")
 
@@ -225,7 +190,8 @@ def write_report(
             f"- U-shape statistic (mean score of the first and last quarter of layers over the "
             f"middle half; > 1 = edges more language-specific), `{sel['headline_metric']}` averaged "
             f"over pairs: **{_fmt(sel['u_shape'])}** (largest permutation p over pairs: "
-            f"{_fmt(sel['u_shape_max_p'])})."
+            f"{_fmt(sel['u_shape_max_p'])}); U of the excess over the permutation null (what "
+            f"chance alone gives each layer): {_fmt(sel.get('u_shape_excess'))}."
         )
     if "n_selected" in sel:
         counts = ", ".join(f"{lang} {n}" for lang, n in sel["n_selected"].items())
@@ -243,10 +209,25 @@ def write_report(
         )
     if u_shape is not None and len(u_shape):
         lines += ["", "### U-shape by metric and pair", ""]
+        lines += [
+            "U = mean score of the first and last quarter of layers / mean of the middle half "
+            "(first, last: each quarter alone); excess U: the same on score minus its "
+            "permutation-null mean; p: share of permutations with a U at least as large.",
+            "",
+        ]
         lines += _table(
-            ["metric", "pair", "U", "permutation p", "null mean U"],
+            ["metric", "pair", "U", "first", "last", "null mean U", "excess U", "p"],
             [
-                [r.metric, r.pair, _fmt(r.u), _fmt(r.p_value), _fmt(r.null_u_mean)]
+                [
+                    r.metric,
+                    r.pair,
+                    _fmt(r.u),
+                    _fmt(getattr(r, "u_first", None)),
+                    _fmt(getattr(r, "u_last", None)),
+                    _fmt(r.null_u_mean),
+                    _fmt(getattr(r, "u_excess", None)),
+                    _fmt(r.p_value),
+                ]
                 for r in u_shape.itertuples()
             ],
         )
