@@ -17,10 +17,15 @@ import logging
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from mlinguality.plots import plot_layer_profile, plot_profile_grid
-from mlinguality.selectivity import select_language_neurons, selectivity_profile
+from mlinguality.selectivity import (
+    SelectivityProfile,
+    select_language_neurons,
+    selectivity_profile,
+)
 from mlinguality.stats import load_stats, save_stats
 
 
@@ -73,6 +78,12 @@ def markdown_layer_table(layers, metric: str) -> str:
     return "\n".join(lines)
 
 
+def plot_all(profile: SelectivityProfile, img: Path, title: str) -> None:
+    plot_profile_grid(profile, img / "selectivity_profile_grid.png", title=title)
+    for metric in ("cohens_d", "topk", "rank_corr"):
+        plot_layer_profile(profile, metric, img / f"selectivity_{metric}.png", title=title)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--langs", default="en,fr,de,ru,zh,hi")
@@ -83,11 +94,25 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=100)
     parser.add_argument("--out", default="runs/selectivity_profile")
     parser.add_argument("--img", default="docs/img")
+    parser.add_argument(
+        "--replot", action="store_true", help="only redraw the plots from --out's CSV files"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     langs = args.langs.split(",")
     out = Path(args.out)
+    if args.replot:
+        profile = SelectivityProfile(
+            pd.read_csv(out / "layer_profile.csv"), pd.read_csv(out / "u_shape.csv")
+        )
+        plot_all(
+            profile,
+            Path(args.img),
+            f"Gemma 3 270M, Bible, {args.verses} verses, "
+            f"positions=all, {args.permutations} permutations",
+        )
+        return
     stats_dir = out / "stats"
     if all((stats_dir / f"{lang}.safetensors").exists() for lang in langs):
         stats = load_stats(stats_dir, langs)
@@ -114,9 +139,7 @@ def main() -> None:
         f"Gemma 3 270M, Bible, {len(next(iter(stats.values())).example_ids)} verses, "
         f"positions=all, {args.permutations} permutations"
     )
-    plot_profile_grid(profile, img / "selectivity_profile_grid.png", title=title)
-    for metric in ("cohens_d", "topk", "rank_corr"):
-        plot_layer_profile(profile, metric, img / f"selectivity_{metric}.png", title=title)
+    plot_all(profile, img, title)
 
     print("\n## U-shape statistics\n")
     print(markdown_u_table(profile.u_shape))

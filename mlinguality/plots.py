@@ -109,6 +109,10 @@ def _label_line_ends(ax: Axes, ends: list[tuple[float, str, Any]], x: float | in
     ys = [frac for frac, _, _ in placed]
     for i in range(1, len(ys)):
         ys[i] = max(ys[i], ys[i - 1] + gap)
+    if ys and ys[-1] > 1.0:  # pushed above the panel: pack downwards from the top instead
+        ys[-1] = 1.0
+        for i in range(len(ys) - 2, -1, -1):
+            ys[i] = min(ys[i], ys[i + 1] - gap)
     for frac, (_, label, colour) in zip(ys, placed, strict=True):
         ax.annotate(
             label,
