@@ -126,6 +126,8 @@ def test_hooks_are_removed_after_the_block_even_on_error(tiny_model):
     ids = _ids(tiny_model)
     baseline = _logits(tiny_model, ids)
     points = [tiny_model.hook_dict[f"blocks.{layer}.mlp.hook_post"] for layer in (0, 1)]
+    # the alias and the bridge's canonical name are one hook point
+    assert points[0] is tiny_model.hook_dict["blocks.0.mlp.out.hook_in"]
     with ablate(tiny_model, mask):
         assert all(len(point.fwd_hooks) == 2 for point in points)
         inside = _logits(tiny_model, ids)
