@@ -74,27 +74,41 @@ def is_gated(model) -> bool:
 
 
 class _BatchReducer:
-    """Hook functions that fold one batch's activations into running statistics."""
+    """Hook functions that fold one batch's activations into running statistics.
+
+    Each hook gathers the counted positions into a ``[token, d_mlp]`` matrix (one copy of the
+    kept rows, float32) and reduces that: padding and uncounted positions cost nothing further.
+    Per-batch sums accumulate in float64 (``sum(dtype=float64)`` casts inside the reduction).
+    """
 
     def __init__(self, stats: ActivationStats, n_layers: int, gated: bool, per_example: bool):
         self.stats = stats
         self.n_layers = n_layers
         self.gated = gated
         self.per_example = per_example
-        self.mask: Bool[Tensor, "batch pos"] | None = None
+        self.kept: Tensor | None = None
+        self.example_of_kept: Tensor | None = None
+        self.counts: Tensor | None = None
         self.rows: Tensor | None = None
         self.fired: set[int] = set()
         self.gate_fired: set[int] = set()
 
     def start(self, mask: Bool[Tensor, "batch pos"], rows: Sequence[int]) -> None:
-        self.mask = mask
+        """Prepare for a batch: which flattened (batch*pos) positions count, and whose they are."""
+        self.kept = mask.flatten().nonzero().squeeze(-1)
+        self.example_of_kept = self.kept // mask.shape[1]
+        self.counts = einops.reduce(mask.long(), "batch pos -> batch", "sum")
         self.rows = torch.as_tensor(list(rows), dtype=torch.long)
         self.fired = set()
         self.gate_fired = set()
 
+    def _gather(self, acts: Float[Tensor, "batch pos d_mlp"]) -> Float[Tensor, "token d_mlp"]:
+        flat = einops.rearrange(acts.detach(), "batch pos d_mlp -> (batch pos) d_mlp")
+        return flat.index_select(0, self.kept).float()
+
     def post_hook(self, layer: int):
         def hook(acts: Float[Tensor, "batch pos d_mlp"], hook) -> None:
-            self._reduce_post(layer, acts)
+            self._reduce_post(layer, self._gather(acts))
             self.fired.add(layer)
             if layer == self.n_layers - 1:  # the gate hooks (hook_pre) of every layer fired before
                 raise _StopForward
@@ -103,37 +117,30 @@ class _BatchReducer:
 
     def pre_hook(self, layer: int):
         def hook(pre: Float[Tensor, "batch pos d_mlp"], hook) -> None:
-            weight = self.mask.to(pre.dtype)
-            positive = (pre > 0).to(pre.dtype)
-            counts = einops.einsum(weight, positive, "batch pos, batch pos d_mlp -> d_mlp")
-            self.stats.n_gate_positive[layer] += counts.round().long().cpu()
+            positive = (self._gather(pre) > 0).sum(0)  # [token d_mlp] -> [d_mlp], int64
+            self.stats.n_gate_positive[layer] += positive.cpu()
             self.gate_fired.add(layer)
 
         return hook
 
-    def _reduce_post(self, layer: int, acts: Float[Tensor, "batch pos d_mlp"]) -> None:
-        stats, mask = self.stats, self.mask
-        weight = mask.to(torch.float64)
-        acts64 = acts.detach().to(torch.float64)
-        per_example_sum = einops.einsum(weight, acts64, "batch pos, batch pos d_mlp -> batch d_mlp")
-        per_example_sq = einops.einsum(
-            weight, acts64.square(), "batch pos, batch pos d_mlp -> batch d_mlp"
-        )
-        per_example_pos = einops.einsum(
-            weight, (acts64 > 0).to(torch.float64), "batch pos, batch pos d_mlp -> batch d_mlp"
-        )
-        stats.sum[layer] += einops.reduce(per_example_sum, "batch d_mlp -> d_mlp", "sum").cpu()
-        stats.sum_sq[layer] += einops.reduce(per_example_sq, "batch d_mlp -> d_mlp", "sum").cpu()
-        stats.n_positive[layer] += (
-            einops.reduce(per_example_pos, "batch d_mlp -> d_mlp", "sum").round().long().cpu()
-        )
-        masked = acts.detach().float().masked_fill(~mask[..., None], float("-inf"))
-        batch_max = einops.reduce(masked, "batch pos d_mlp -> d_mlp", "max").cpu()
-        stats.max[layer] = torch.maximum(stats.max[layer], batch_max)
+    def _reduce_post(self, layer: int, kept: Float[Tensor, "token d_mlp"]) -> None:
+        stats = self.stats
+        if kept.shape[0] == 0:
+            return
+        positive = kept > 0
+        stats.sum[layer] += kept.sum(0, dtype=torch.float64).cpu()  # [token d_mlp] -> [d_mlp]
+        stats.sum_sq[layer] += kept.square().sum(0, dtype=torch.float64).cpu()
+        stats.n_positive[layer] += positive.sum(0).cpu()
+        stats.max[layer] = torch.maximum(stats.max[layer], kept.amax(0).cpu())
         if self.per_example:
-            counts = einops.reduce(weight, "batch pos -> batch", "sum").clamp_min(1)[:, None]
-            stats.example_mean[self.rows, layer] = (per_example_sum / counts).float().cpu()
-            stats.example_frac_positive[self.rows, layer] = (per_example_pos / counts).float().cpu()
+            n_rows = self.counts.shape[0]
+            sums = kept.new_zeros((n_rows, kept.shape[1])).index_add_(0, self.example_of_kept, kept)
+            hits = kept.new_zeros((n_rows, kept.shape[1])).index_add_(
+                0, self.example_of_kept, positive.float()
+            )
+            counts = self.counts.clamp_min(1).to(kept.dtype)[:, None]
+            stats.example_mean[self.rows, layer] = (sums / counts).cpu()
+            stats.example_frac_positive[self.rows, layer] = (hits / counts).cpu()
 
 
 def collect(
