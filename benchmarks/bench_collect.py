@@ -13,9 +13,7 @@ Prints a markdown table (docs/performance.md keeps the last one):
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -73,17 +71,18 @@ def run_batches(model, texts, batches, mode: str) -> None:
 def peak_rss_child(n_verses: int, langs: list[str]) -> float:
     """Peak RSS (GB) of a fresh process that loads the model and collects n_verses per language."""
     code = (
-        "import resource, sys, torch; torch.set_num_threads(2)\n"
+        "import torch; torch.set_num_threads(2)\n"
         "from mlinguality import load_model\n"
         "from mlinguality.activations import collect\n"
         "from mlinguality.corpus import load_corpus\n"
         "model = load_model('gemma-3-270m')\n"
         f"corpus = load_corpus('bible', {langs!r}, limit={n_verses})\n"
         f"collect(model, corpus, {langs!r}, progress=False)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork+exec from this (large) parent
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1]) / 1e6
+    return int(out.stdout.strip().splitlines()[-1]) / 1e6  # kB -> GB
 
 
 def main() -> None:
@@ -104,8 +103,13 @@ def main() -> None:
     langs = args.langs.split(",")
     model = load_model("gemma-3-270m", device=args.device, dtype=args.dtype)
     corpus = load_corpus("bible", langs, limit=args.verses)
-    texts = [text for lang in langs for text in tokenize_texts(model.tokenizer, corpus.texts(lang))]
-    batches = plan_batches([len(t.ids) for t in texts], 4096, 64)
+    # the very batches collect() runs: one length-sorted plan per language
+    texts, batches = [], []
+    for lang in langs:
+        lang_texts = tokenize_texts(model.tokenizer, corpus.texts(lang))
+        plan = plan_batches([len(t.ids) for t in lang_texts], 4096, 64)
+        batches += [[len(texts) + index for index in batch] for batch in plan]
+        texts += lang_texts
     real_tokens = sum(len(t.ids) for t in texts)
 
     def do_collect(**kwargs):
@@ -181,11 +185,6 @@ def main() -> None:
     print("| measure | ratio | goal | detail |\n|---|---|---|---|")
     for name, ratio, goal, detail in rows:
         print(f"| {name} | {ratio:.2f}x | {goal} | {detail} |")
-    print(
-        json.dumps(
-            {"peak_rss_gb_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
-        )
-    )
 
 
 if __name__ == "__main__":

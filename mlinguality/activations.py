@@ -78,7 +78,7 @@ class _BatchReducer:
 
     Each hook gathers the counted positions into a ``[token, d_mlp]`` matrix (one copy of the
     kept rows, float32) and reduces that: padding and uncounted positions cost nothing further.
-    Per-batch sums accumulate in float64 (``sum(dtype=float64)`` casts inside the reduction).
+    Each batch is summed in float32 and the batch sums accumulate in float64.
     """
 
     def __init__(self, stats: ActivationStats, n_layers: int, gated: bool, per_example: bool):
@@ -117,8 +117,7 @@ class _BatchReducer:
 
     def pre_hook(self, layer: int):
         def hook(pre: Float[Tensor, "batch pos d_mlp"], hook) -> None:
-            positive = (self._gather(pre) > 0).sum(0)  # [token d_mlp] -> [d_mlp], int64
-            self.stats.n_gate_positive[layer] += positive.cpu()
+            self.stats.n_gate_positive[layer] += _count_positive(self._gather(pre)).cpu()
             self.gate_fired.add(layer)
 
         return hook
@@ -127,20 +126,25 @@ class _BatchReducer:
         stats = self.stats
         if kept.shape[0] == 0:
             return
-        positive = kept > 0
-        stats.sum[layer] += kept.sum(0, dtype=torch.float64).cpu()  # [token d_mlp] -> [d_mlp]
-        stats.sum_sq[layer] += kept.square().sum(0, dtype=torch.float64).cpu()
-        stats.n_positive[layer] += positive.sum(0).cpu()
+        # one batch sums in float32 (<= batch_tokens terms); batches accumulate in float64
+        stats.sum[layer] += kept.sum(0).double().cpu()  # [token d_mlp] -> [d_mlp]
+        stats.sum_sq[layer] += (kept * kept).sum(0).double().cpu()
+        stats.n_positive[layer] += _count_positive(kept).cpu()
         stats.max[layer] = torch.maximum(stats.max[layer], kept.amax(0).cpu())
         if self.per_example:
             n_rows = self.counts.shape[0]
             sums = kept.new_zeros((n_rows, kept.shape[1])).index_add_(0, self.example_of_kept, kept)
             hits = kept.new_zeros((n_rows, kept.shape[1])).index_add_(
-                0, self.example_of_kept, positive.float()
+                0, self.example_of_kept, (kept > 0).float()
             )
             counts = self.counts.clamp_min(1).to(kept.dtype)[:, None]
             stats.example_mean[self.rows, layer] = (sums / counts).cpu()
             stats.example_frac_positive[self.rows, layer] = (hits / counts).cpu()
+
+
+def _count_positive(kept: Float[Tensor, "token d_mlp"]) -> Int[Tensor, " d_mlp"]:
+    """Per-neuron count of entries > 0 (summing bytes as int32: ~3x faster than bool -> int64)."""
+    return (kept > 0).view(torch.uint8).sum(0, dtype=torch.int32).long()
 
 
 def collect(
