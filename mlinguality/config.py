@@ -96,9 +96,9 @@ class CorpusConfig(_Section):
     # English plus two Latin-script and two non-Latin-script languages (Cyrillic, Devanagari).
     langs: list[str] = field(default_factory=lambda: ["en", "fr", "de", "ru", "hi"])
     books: str | None = None
-    # 240 aligned verses -> ~120 select neurons, ~120 held out: with eval_limit 24 the main job
-    # fits the 10-minute budget on 2 CPU cores (docs/results.md has the measured wall time)
-    limit: int | None = 240
+    # 400 aligned verses -> ~200 select neurons, ~200 held out; with ablation.eval_limit 40 the
+    # main job takes about half of its 10-minute budget on 2 CPU cores (docs/results.md)
+    limit: int | None = 400
     seed: int = 0
     eval_fraction: float = 0.5
     translations: dict[str, str] | None = None
@@ -189,7 +189,7 @@ class AblationConfig(_Section):
     enabled: bool = True
     mode: Literal["zero", "mean"] = "zero"
     n_random: int = 1
-    eval_limit: int | None = 24  # each of L*(L+1+n_random) evaluations runs these per language
+    eval_limit: int | None = 40  # each of L*(L+1+n_random) evaluations runs these per language
     batch_tokens: int = 512  # Gemma's 262k vocabulary: 512 tokens of logits are 0.5 GB
 
     def validate(self) -> None:
