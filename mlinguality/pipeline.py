@@ -100,7 +100,7 @@ def select(config: RunConfig, run_dir: Path) -> None:
         top_rate=config.selectivity.top_rate,
     )
     with (run_dir / "selectivity.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["lang", "layer", "n_selected", "share_of_layer"])
         for lang, mask in masks.items():
             for layer, count in enumerate(mask.sum(dim=1).tolist()):

@@ -110,6 +110,8 @@ class StageLog:
                 _link(cached / name, self.run_dir / name)
             origin = f"cache:{cached.name}"
         else:
+            for name in _OUTPUTS[stage]:  # unlink, never overwrite: the files may be cache links
+                _remove(self.run_dir / name)
             compute()
             if cached is not None:
                 _store(self.run_dir, cached, _OUTPUTS[stage])
@@ -123,12 +125,16 @@ class StageLog:
         return origin
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
 def _link(source: Path, target: Path) -> None:
     """Hard-link (copy where links fail) a file or folder tree into place."""
-    if target.is_dir():
-        shutil.rmtree(target)
-    elif target.exists():
-        target.unlink()
+    _remove(target)
 
     def one(src: str, dst: str) -> None:
         try:

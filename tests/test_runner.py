@@ -347,3 +347,24 @@ def test_interrupted_run_resumes_where_it_stopped(first_run, monkeypatch):
     assert after["select"]["origin"] == "computed"
     report = (run_dir / "report.md").read_text()
     assert "| collect | resumed |" in report and "| select | computed |" in report
+
+
+def test_recomputing_a_stage_in_place_leaves_the_cache_intact(first_run):
+    """Outputs linked from the cache are replaced, not overwritten, when a resumed run's
+    settings change (writing through a hard link would corrupt the cache entry)."""
+    from mlinguality.runner import run_experiment
+
+    _, config, _ = first_run
+    config = config.with_overrides(
+        ["selectivity.top_rate=0.02", "ablation.enabled=false", "plots=false", "name=inplace"]
+    )
+    run_dir = run_experiment(config.with_overrides(["tracking.wandb=disabled"]))
+    key = _keys(run_dir)["select"]
+    cached = Path(config.cache_dir) / f"select-{key}" / "selectivity.csv"
+    before = cached.read_bytes()
+    assert (run_dir / "selectivity.csv").read_bytes() == before
+    changed = config.with_overrides(["selectivity.top_rate=0.1", "tracking.wandb=disabled"])
+    run_experiment(changed, resume=run_dir)
+    assert _keys(run_dir)["select"] != key
+    assert (run_dir / "selectivity.csv").read_bytes() != before  # recomputed in the run folder
+    assert cached.read_bytes() == before  # the cache entry of the old settings is untouched
