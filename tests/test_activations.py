@@ -103,18 +103,35 @@ def naive_stats(model, texts, lang, positions="all", include_bos=False) -> Activ
     return stats
 
 
+def assert_counts_equal(actual, expected, kind: str) -> None:
+    """Counts of activation > 0 match exactly, except for a real model compared across batch
+    shapes ("fp32_model"): there float32 reordering can flip the sign of a near-zero activation,
+    so at most 2 flips per neuron and 1 in 10,000 (neuron, token) cells overall are allowed."""
+    if kind != "fp32_model":
+        assert torch.equal(actual, expected)
+        return
+    diff = (actual - expected).abs()
+    assert diff.max() <= 2, f"a neuron's count moved by {diff.max()}"
+    assert diff.sum() <= 1e-4 * expected.sum(), f"{diff.sum()} count flips in all"
+
+
 def assert_stats_equal(actual: ActivationStats, expected: ActivationStats, kind="fp32"):
     assert actual.n_tokens == expected.n_tokens
     assert_close(actual.sum, expected.sum, kind)
     assert_close(actual.sum_sq, expected.sum_sq, kind)
-    assert torch.equal(actual.n_positive, expected.n_positive)
+    assert_counts_equal(actual.n_positive, expected.n_positive, kind)
     assert_close(actual.max, expected.max, kind)
     if expected.n_gate_positive is not None:
-        assert torch.equal(actual.n_gate_positive, expected.n_gate_positive)
+        assert_counts_equal(actual.n_gate_positive, expected.n_gate_positive, kind)
     if expected.example_mean is not None and actual.example_mean is not None:
         assert torch.equal(actual.example_n_tokens, expected.example_n_tokens)
         assert_close(actual.example_mean, expected.example_mean, kind)
-        assert_close(actual.example_frac_positive, expected.example_frac_positive, kind)
+        if kind == "fp32_model":  # a flip moves a share by 1/n_tokens of that example
+            flips = (actual.example_frac_positive - expected.example_frac_positive).abs()
+            per_token = 1.0 / actual.example_n_tokens.clamp_min(1).float()[:, None, None]
+            assert (flips <= 2 * per_token + 1e-6).all()
+        else:
+            assert_close(actual.example_frac_positive, expected.example_frac_positive, kind)
 
 
 @pytest.mark.parametrize("positions", ["all", "last", "word_final"])
