@@ -21,11 +21,8 @@ import pandas as pd
 import torch
 
 from mlinguality.plots import plot_layer_profile, plot_profile_grid
-from mlinguality.selectivity import (
-    SelectivityProfile,
-    select_language_neurons,
-    selectivity_profile,
-)
+from mlinguality.profile import SelectivityProfile, selectivity_profile
+from mlinguality.selection import select_language_neurons
 from mlinguality.stats import load_stats, save_stats
 
 

@@ -1,7 +1,7 @@
 """Stage 5b: ablation hooks that set chosen MLP neurons to fixed values, and prove they did.
 
 A neuron set is a boolean mask ``[layer, d_mlp]`` (what
-``mlinguality.selectivity.select_language_neurons`` returns per language; build one from
+``mlinguality.selection.select_language_neurons`` returns per language; build one from
 ``(layer, neuron)`` pairs with :func:`mask_from_pairs`). Each targeted neuron is overwritten at
 every position of ``blocks.{layer}.mlp.hook_post`` (for gated MLPs ``act(gate) * up``, the
 coefficient of ``W_out[neuron]``) with:

@@ -310,14 +310,14 @@ def compare_selections(
     """One :func:`ablation_matrix` per (selection metric, rate, mode), sharing one baseline.
 
     Neurons are selected from ``stats`` (collected on the ``select`` split) with
-    ``mlinguality.selectivity.select_language_neurons(stats, metric=..., top_rate=rate)``; the
+    ``mlinguality.selection.select_language_neurons(stats, metric=..., top_rate=rate)``; the
     mean of ``mode="mean"`` is :func:`mlinguality.ablation.mean_activation` of ``stats``.
     Evaluate on ``encoded`` built from the held-out ``eval`` split, never the select texts.
     ``rates`` may differ per metric (``{"lape": [0.01], "cohens_d": [0.002]}``): LAPE's
     ``top_rate`` is a share of all neurons shared out among languages, the other metrics' a share
     per language.
     """
-    from mlinguality.selectivity import select_language_neurons
+    from mlinguality.selection import select_language_neurons
 
     baseline = evaluate_languages(model, dict(encoded))
     mean = mean_activation(stats, mean_weighting)

@@ -141,7 +141,7 @@ class SelectivityConfig(_Section):
     """Per-layer scoring and the selection of language-specific neurons.
 
     Attributes:
-        metrics: Per-layer profile metrics (names as in ``mlinguality.selectivity``).
+        metrics: Per-layer profile metrics (names as in ``mlinguality.profile``).
         pairs: Language pairs like ``"en-ru"`` for pairwise metrics (``None``: the first
             language against each other one).
         select_metric: Metric used to pick language-specific neurons.

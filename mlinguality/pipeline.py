@@ -3,8 +3,9 @@
 Each step reads only the run folder (and, for collect and ablate, the model and corpus) and
 writes exactly the outputs :mod:`mlinguality.runner` lists for it, so any finished step can be
 reused from the folder or the stage cache. The science lives in the library modules
-(:mod:`~mlinguality.activations`, :mod:`~mlinguality.selectivity`, :mod:`~mlinguality.ablation`,
-:mod:`~mlinguality.ablation_matrix`); nothing here computes a number of its own.
+(:mod:`~mlinguality.activations`, :mod:`~mlinguality.profile`, :mod:`~mlinguality.selection`,
+:mod:`~mlinguality.ablation`, :mod:`~mlinguality.ablation_matrix`); nothing here computes a
+number of its own.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _load(config: RunConfig, run_dir: Path):
 
 def score(config: RunConfig, run_dir: Path) -> None:
     """Per-layer profile with permutation p-values -> ``layer_profile.csv``, ``u_shape.csv``."""
-    from mlinguality.selectivity import selectivity_profile
+    from mlinguality.profile import selectivity_profile
 
     sel = config.selectivity
     pairs = [tuple(pair.split("-")) for pair in sel.pairs] if sel.pairs else None
@@ -92,7 +93,7 @@ def select(config: RunConfig, run_dir: Path) -> None:
     """Language-specific neurons -> ``selectivity.csv`` (per language and layer), the masks."""
     from safetensors.torch import save_file
 
-    from mlinguality.selectivity import select_language_neurons
+    from mlinguality.selection import select_language_neurons
 
     masks = select_language_neurons(
         _load(config, run_dir),

@@ -160,7 +160,7 @@ def write_report(
     corpus = _read(run_dir, "corpus.json") or {}
     if config.plots and profile is not None and len(profile):
         from mlinguality.plots import plot_profile_grid
-        from mlinguality.selectivity import SelectivityProfile
+        from mlinguality.profile import SelectivityProfile
 
         plot_profile_grid(
             SelectivityProfile(profile, u_shape),

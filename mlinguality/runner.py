@@ -227,7 +227,8 @@ def _load_model(config: RunConfig):
 
 def _check_names(config: RunConfig) -> None:
     """Fail before any heavy work on metric names the selectivity stage does not know."""
-    from mlinguality.selectivity import PROFILE_METRICS, SELECTION_METRICS
+    from mlinguality.profile import PROFILE_METRICS
+    from mlinguality.selection import SELECTION_METRICS
 
     for metric in config.selectivity.metrics:
         if metric not in PROFILE_METRICS:

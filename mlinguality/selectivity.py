@@ -1,4 +1,4 @@
-"""Stage 4: neuron language-selectivity scores, language-neuron selection, per-layer profiles.
+"""Stage 4a: neuron language-selectivity scores, per neuron and per layer.
 
 Input is ``{lang: ActivationStats}`` from :func:`mlinguality.activations.collect`. Which
 activation each score uses:
@@ -9,81 +9,40 @@ activation each score uses:
 - the gate (``hook_pre > 0``, i.e. ``act(gate) > 0`` for GELU/SiLU gates): LAPE, as Tang et al.
   (2024) counted it; models without a gate fall back to ``hook_post > 0``.
 
-Scores are per neuron (``[layer, d_mlp]``) for a pair of languages or one language against the
-rest, or per layer (``[layer]``) for the overlap-style metrics. :func:`selectivity_profile` turns
-them into the per-layer table with permutation p-values, bootstrap intervals and the U-shape
-statistic (:mod:`mlinguality.significance`).
+Scores are per neuron (``[layer, d_mlp]``) for a pair of languages, or per layer (``[layer]``)
+for the overlap-style metrics. :mod:`mlinguality.selection` picks language neurons from them;
+:mod:`mlinguality.profile` turns them into the per-layer table with permutation p-values,
+bootstrap intervals and the U-shape statistic (draws from :mod:`mlinguality.significance`).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import einops
-import pandas as pd
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Float
 from torch import Tensor
 
 from mlinguality.errors import MlingualityError
-from mlinguality.significance import (
-    PAIR_METRICS,
-    PairTensors,
-    ScoreDraws,
-    _tie_groups,
-    bootstrap_counts,
-    chance_iou,
-    default_k,
-    midranks,
-    pair_score_draws,
-    topk_iou,
-    u_shape_statistic,
-    u_shape_test,
-)
+from mlinguality.significance import PairTensors, _tie_groups, default_k, midranks, topk_iou
 from mlinguality.stats import ActivationStats
 
-logger = logging.getLogger(__name__)
-
 __all__ = [
-    "PROFILE_METRICS",
-    "SELECTION_METRICS",
-    "SelectivityProfile",
     "activation_flatness",
     "aligned_pair",
     "auroc",
     "average_precision",
     "cohens_d",
-    "default_pairs",
     "example_flatness",
     "lape",
-    "layer_profile",
     "mean_diff",
-    "one_vs_rest_scores",
     "prob_diff",
     "rank_correlation",
-    "select_language_neurons",
-    "select_lape",
-    "selectivity_profile",
     "topk_overlap",
-    "u_shape_statistic",
 ]
 # _tie_groups is private to significance but shared here so both rank the same way.
-
-SelectionMetric = Literal["lape", "cohens_d", "prob_diff", "mean_diff", "auroc"]
-SELECTION_METRICS: tuple[SelectionMetric, ...] = (
-    "lape",
-    "cohens_d",
-    "prob_diff",
-    "mean_diff",
-    "auroc",
-)
-# Per-layer profile metrics: the pairwise ones of mlinguality.significance, plus the share of a
-# layer's neurons that LAPE selects (all languages at once) and per-language flatness.
-PROFILE_METRICS = (*PAIR_METRICS, "lape", "flatness")
 
 
 # --- input checks ------------------------------------------------------------------------------
@@ -308,279 +267,3 @@ def example_flatness(stats: ActivationStats) -> Float[Tensor, "example layer"]:
 def activation_flatness(stats: ActivationStats) -> Float[Tensor, " layer"]:
     """Mean over examples of :func:`example_flatness` (not the sum, so it does not grow with N)."""
     return einops.reduce(example_flatness(stats), "example layer -> layer", "mean")
-
-
-# --- selection ---------------------------------------------------------------------------------
-
-
-def _rest(stats: dict[str, ActivationStats], lang: str) -> list[ActivationStats]:
-    return [s for other, s in stats.items() if other != lang]
-
-
-def one_vs_rest_scores(
-    stats: dict[str, ActivationStats],
-    metric: Literal["cohens_d", "prob_diff", "mean_diff", "auroc"],
-) -> dict[str, Float[Tensor, "layer d_mlp"]]:
-    """Per-neuron score of each language against the others (higher = more active in it).
-
-    The rest is the equal-weight mixture of the other languages (mean of their means and
-    probabilities; mixture variance for Cohen's d), so a language with longer tokenisations
-    does not dominate it. AUROC pools every other language's examples as negatives.
-    """
-    _check_shapes(stats)
-    out = {}
-    for lang, own in stats.items():
-        rest = _rest(stats, lang)
-        if metric == "auroc":
-            out[lang] = auroc(own, rest)
-            continue
-        if metric == "prob_diff":
-            out[lang] = own.p_positive - torch.stack([s.p_positive for s in rest]).mean(0)
-            continue
-        means = torch.stack([s.mean for s in rest])
-        rest_mean = means.mean(0)
-        if metric == "mean_diff":
-            out[lang] = own.mean - rest_mean
-            continue
-        second = torch.stack([s.var + s.mean**2 for s in rest]).mean(0)
-        rest_var = (second - rest_mean**2).clamp_min(0)
-        n_rest = sum(s.n_tokens for s in rest)
-        out[lang] = _cohens_d(own.mean, own.var, own.n_tokens, rest_mean, rest_var, n_rest)
-    return out
-
-
-def _kth_smallest(values: Tensor, fraction: float) -> float:
-    """Tang et al.'s bar: ``values.flatten().kthvalue(round(n * fraction))`` (1-based k)."""
-    flat = values.flatten()
-    k = min(max(round(flat.numel() * fraction), 1), flat.numel())
-    return float(flat.kthvalue(k).values)
-
-
-def _lowest(values: Tensor, eligible: Tensor, count: int) -> Tensor:
-    """Mask of the ``count`` lowest eligible values (fewer if fewer are eligible)."""
-    masked = torch.where(eligible, values, math.inf).flatten()
-    count = min(count, int(eligible.sum()))
-    mask = torch.zeros_like(masked, dtype=torch.bool)
-    if count > 0:
-        mask[masked.topk(count, largest=False).indices] = True
-    return mask.view_as(values)  # [layer, d_mlp], the shape of values
-
-
-def select_lape(
-    stats: dict[str, ActivationStats],
-    top_rate: float = 0.01,
-    k: int | None = None,
-    threshold: float | None = None,
-    activation_bar_quantile: float = 0.95,
-    filter_quantile: float = 0.95,
-) -> dict[str, Bool[Tensor, "layer d_mlp"]]:
-    """Tang et al.'s LAPE selection (their ``identify.py``), with every knob exposed.
-
-    1. ``filter_bar`` = the ``filter_quantile`` order statistic of all activation probabilities
-       (every layer, neuron and language); neurons where no language exceeds it are dropped.
-    2. Of the rest, keep the ``round(top_rate * layer * d_mlp)`` lowest-LAPE neurons (or the
-       ``k`` lowest, or those with LAPE ``<= threshold``).
-    3. ``activation_bar`` = the ``activation_bar_quantile`` order statistic of the same
-       probabilities; a kept neuron belongs to every language whose probability exceeds it.
-
-    Unlike their code, a dropped neuron is never kept to fill the quota; the two agree whenever
-    enough neurons pass the filter or the two bars are equal (the default).
-    """
-    entropy, probs = lape(stats)
-    filter_bar = _kth_smallest(probs, filter_quantile)
-    eligible = (probs > filter_bar).any(0)
-    if threshold is not None:
-        chosen = eligible & (entropy <= threshold)
-    else:
-        count = k if k is not None else round(top_rate * entropy.numel())
-        chosen = _lowest(entropy, eligible, count)
-    activation_bar = _kth_smallest(probs, activation_bar_quantile)
-    return {lang: chosen & (probs[i] > activation_bar) for i, lang in enumerate(stats)}
-
-
-def select_language_neurons(
-    stats: dict[str, ActivationStats],
-    metric: SelectionMetric = "lape",
-    top_rate: float = 0.01,
-    k: int | None = None,
-    threshold: float | None = None,
-    activation_bar_quantile: float = 0.95,
-    filter_quantile: float = 0.95,
-) -> dict[str, Bool[Tensor, "layer d_mlp"]]:
-    """For each language, the mask of the (layer, neuron) pairs it owns.
-
-    ``lape``: :func:`select_lape` (a neuron can belong to several languages). Other metrics score
-    each language against the rest (:func:`one_vs_rest_scores`; higher = more active in that
-    language) and keep, over all layers together, the neurons with score ``>= threshold``, else
-    the ``k`` best, else the best ``round(top_rate * layer * d_mlp)``.
-
-    Args:
-        stats: ``{lang: ActivationStats}``, at least two languages.
-        metric: Which score.
-        top_rate: Share of all neurons to keep per language (LAPE: in total).
-        k: Number to keep instead of ``top_rate``.
-        threshold: Score bar instead of a count (LAPE: maximum entropy).
-        activation_bar_quantile: LAPE only: the quantile a language's probability must exceed.
-        filter_quantile: LAPE only: the quantile some language's probability must exceed.
-    """
-    _check_shapes(stats)
-    if not 0 <= top_rate <= 1:
-        raise MlingualityError(f"top_rate must be in [0, 1], got {top_rate}")
-    if k is not None and k < 0:
-        raise MlingualityError(f"k must be >= 0, got {k}")
-    for name, q in (
-        ("activation_bar_quantile", activation_bar_quantile),
-        ("filter_quantile", filter_quantile),
-    ):
-        if not 0 <= q <= 1:
-            raise MlingualityError(f"{name} must be in [0, 1], got {q}")
-    if metric == "lape":
-        return select_lape(stats, top_rate, k, threshold, activation_bar_quantile, filter_quantile)
-    if metric not in SELECTION_METRICS:
-        raise MlingualityError(
-            f"unknown selection metric {metric!r}; choose from {', '.join(SELECTION_METRICS)}"
-        )
-    masks = {}
-    for lang, score in one_vs_rest_scores(stats, metric).items():
-        if threshold is not None:
-            masks[lang] = score >= threshold
-            continue
-        count = k if k is not None else round(top_rate * score.numel())
-        masks[lang] = _lowest(-score, torch.ones_like(score, dtype=torch.bool), count)
-    return masks
-
-
-# --- per-layer profile -------------------------------------------------------------------------
-
-
-@dataclass
-class SelectivityProfile:
-    """Per-layer profile and U-shape statistics.
-
-    Attributes:
-        layers: Tidy rows ``layer, metric, pair, value, ci_low, ci_high, p_value, null_mean,
-            chance`` (NaN where not computed). ``pair`` is ``"A-B"`` for pairwise metrics, the
-            language for ``flatness`` and ``"all"`` for ``lape`` (share of the layer selected).
-        u_shape: Rows ``metric, pair, u, p_value, ci_low, ci_high, null_u_mean, n_permutations,
-            n_bootstrap``.
-    """
-
-    layers: pd.DataFrame
-    u_shape: pd.DataFrame
-
-
-def default_pairs(langs: Sequence[str]) -> list[tuple[str, str]]:
-    """English against each other language when English is there, else the first against each."""
-    anchor = "en" if "en" in langs else langs[0]
-    return [(anchor, lang) for lang in langs if lang != anchor]
-
-
-def _rows(metric: str, pair: str, draws: ScoreDraws, level: float, chance: float) -> list[dict]:
-    ci = draws.ci(level)
-    p = draws.p_values()
-    null = draws.null_mean()
-    nan = math.nan
-    return [
-        {
-            "layer": layer,
-            "metric": metric,
-            "pair": pair,
-            "value": float(draws.observed[layer]),
-            "ci_low": float(ci[0][layer]) if ci else nan,
-            "ci_high": float(ci[1][layer]) if ci else nan,
-            "p_value": float(p[layer]) if p is not None else nan,
-            "null_mean": float(null[layer]) if null is not None else nan,
-            "chance": chance,
-        }
-        for layer in range(draws.observed.shape[0])
-    ]
-
-
-def _u_row(metric: str, pair: str, draws: ScoreDraws, level: float) -> dict:
-    result = u_shape_test(draws, level)
-    return {"metric": metric, "pair": pair, **vars(result)}
-
-
-def selectivity_profile(
-    stats: dict[str, ActivationStats],
-    pairs: list[tuple[str, str]] | None = None,
-    metrics: Sequence[str] = PROFILE_METRICS,
-    k: int | None = None,
-    n_permutations: int = 1000,
-    n_bootstrap: int = 200,
-    level: float = 0.95,
-    seed: int = 0,
-) -> SelectivityProfile:
-    """Layer x metric x pair table with permutation p-values, bootstrap CIs and U statistics.
-
-    Args:
-        stats: ``{lang: ActivationStats}`` with per-example statistics over the same examples.
-        pairs: Language pairs (default: :func:`default_pairs`).
-        metrics: Any of :data:`PROFILE_METRICS`.
-        k: Top-k size for ``topk`` (default 5% of d_mlp).
-        n_permutations: Within-pair relabellings per pair (same draws for every metric).
-        n_bootstrap: Resamples of examples.
-        level: Confidence level of the intervals.
-        seed: Seeds every draw.
-    """
-    _, d_mlp = _check_shapes(stats)
-    unknown = sorted(set(metrics) - set(PROFILE_METRICS))
-    if unknown:
-        raise MlingualityError(
-            f"unknown profile metric {unknown[0]!r}; choose from {', '.join(PROFILE_METRICS)}"
-        )
-    pairs = default_pairs(list(stats)) if pairs is None else pairs
-    for a, b in pairs:
-        for lang in (a, b):
-            if lang not in stats:
-                raise MlingualityError(
-                    f"pair {a}-{b}: no stats for {lang!r} (have {sorted(stats)})"
-                )
-    k = default_k(d_mlp) if k is None else k
-    rows: list[dict] = []
-    u_rows: list[dict] = []
-    pair_metrics = [m for m in metrics if m in PAIR_METRICS]
-    for a, b in pairs if pair_metrics else []:
-        name = f"{a}-{b}"
-        logger.info("selectivity profile: %s (%d permutations)", name, n_permutations)
-        draws = pair_score_draws(
-            aligned_pair(stats[a], stats[b]), pair_metrics, n_permutations, n_bootstrap, k, seed
-        )
-        for metric, metric_draws in draws.items():
-            chance = 1 - chance_iou(k, d_mlp) if metric == "topk" else math.nan
-            rows += _rows(metric, name, metric_draws, level, chance)
-            u_rows.append(_u_row(metric, name, metric_draws, level))
-    if "lape" in metrics:
-        masks = select_lape(stats)
-        owned = torch.stack(list(masks.values())).any(0).double()
-        share = einops.reduce(owned, "layer d_mlp -> layer", "mean")
-        rows += _rows("lape", "all", ScoreDraws(observed=share), level, math.nan)
-        u_rows.append(_u_row("lape", "all", ScoreDraws(observed=share), level))
-    if "flatness" in metrics:
-        generator = torch.Generator().manual_seed(seed)
-        for lang, s in stats.items():
-            per_example = example_flatness(s)
-            counts = bootstrap_counts(n_bootstrap, per_example.shape[0], generator).double()
-            boot = (counts @ per_example) / counts.sum(1, keepdim=True)
-            draws = ScoreDraws(
-                observed=per_example.mean(0), bootstrap=boot if n_bootstrap else None
-            )
-            rows += _rows("flatness", lang, draws, level, math.nan)
-            u_rows.append(_u_row("flatness", lang, draws, level))
-    return SelectivityProfile(pd.DataFrame(rows), pd.DataFrame(u_rows))
-
-
-def layer_profile(
-    stats: dict[str, ActivationStats],
-    pairs: list[tuple[str, str]] | None = None,
-    metrics: Sequence[str] = PROFILE_METRICS,
-    k: int | None = None,
-    n_permutations: int = 1000,
-    n_bootstrap: int = 200,
-    level: float = 0.95,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """The ``layers`` table of :func:`selectivity_profile` (tidy rows, one per layer/metric/pair)."""
-    return selectivity_profile(
-        stats, pairs, metrics, k, n_permutations, n_bootstrap, level, seed
-    ).layers

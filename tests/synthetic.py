@@ -1,5 +1,7 @@
 """Synthetic activations and the naive ActivationStats built from them (the selectivity oracle).
 
+``random_pair`` builds aligned per-example tensors of one language pair (significance, profile).
+
 ``stats_from_raw`` reduces raw activations ``[example, token, layer, d_mlp]`` with a token mask by
 the plainest code there is (masked selection, then sums), independently of the collection stage.
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from mlinguality.significance import PairTensors
 from mlinguality.stats import ActivationStats
 
 
@@ -73,3 +76,33 @@ def make_langs(
         mask = random_mask(n_examples, n_tokens, generator)
         out[lang] = stats_from_raw(lang, acts, mask, gate)
     return out
+
+
+def random_pair(
+    n_examples: int = 10,
+    n_layers: int = 4,
+    d_mlp: int = 12,
+    seed: int = 0,
+    ties: bool = False,
+    shift: torch.Tensor | None = None,
+) -> PairTensors:
+    g = torch.Generator().manual_seed(seed)
+    shape = (n_examples, n_layers, d_mlp)
+    # a per-neuron baseline shared by both languages (as in real parallel text) plus noise
+    baseline = 2 * torch.randn(n_layers, d_mlp, generator=g)
+    mean_a = baseline + torch.randn(shape, generator=g)
+    mean_b = baseline + torch.randn(shape, generator=g)
+    if shift is not None:
+        mean_b = mean_b + shift
+    if ties:  # one decimal: many exact ties between and within languages
+        mean_a, mean_b = mean_a.round(decimals=1), mean_b.round(decimals=1)
+    return PairTensors(
+        lang_a="aa",
+        lang_b="bb",
+        mean_a=mean_a,
+        mean_b=mean_b,
+        frac_a=torch.rand(shape, generator=g),
+        frac_b=torch.rand(shape, generator=g),
+        n_tokens_a=torch.randint(1, 9, (n_examples,), generator=g).float(),
+        n_tokens_b=torch.randint(1, 9, (n_examples,), generator=g).float(),
+    )

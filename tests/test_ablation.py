@@ -297,7 +297,7 @@ def test_small_model_tiny_config_runs_matrix_quickly():
 def test_compare_selections_one_matrix_per_config_with_selected_sets(tiny_model):
     from mlinguality.ablation_matrix import compare_selections
     from mlinguality.activations import collect
-    from mlinguality.selectivity import select_language_neurons
+    from mlinguality.selection import select_language_neurons
 
     class Corpus:
         ids = ["1", "2", "3"]

@@ -9,7 +9,7 @@ import torch
 
 from mlinguality.errors import MlingualityError
 from mlinguality.plots import draw_layer_profile, plot_layer_profile, plot_profile_grid
-from mlinguality.selectivity import selectivity_profile
+from mlinguality.profile import selectivity_profile
 from tests.synthetic import make_langs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

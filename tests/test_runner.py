@@ -220,7 +220,7 @@ def test_selection_and_summary_agree_with_the_files(first_run):
     import pandas as pd
     from safetensors.torch import load_file
 
-    from mlinguality.selectivity import select_language_neurons
+    from mlinguality.selection import select_language_neurons
     from mlinguality.stats import load_stats
 
     _, config, run_dir = first_run
