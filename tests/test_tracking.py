@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
 
@@ -59,27 +58,13 @@ def _track(tmp_path, config: TrackingConfig) -> Tracker:
     return tracker
 
 
-def _read_when_complete(folder, timeout_s: float = 60.0):
-    """Read the offline run once wandb's core has written its exit record.
-
-    finish() returns when the run is closed, but on a loaded machine the transaction log was
-    once read before its last records were flushed; poll for the exit record instead.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        run = read_offline_run(folder)
-        if run.exit_code is not None or time.monotonic() > deadline:
-            return run
-        time.sleep(0.2)
-
-
 def test_offline_run_files_hold_config_history_and_summary(tmp_path):
     tracker = _track(tmp_path, TrackingConfig(wandb="offline", group="g1", tags=["unit"]))
     assert tracker.active
     tracker.finish()
     folder = tracker.offline_dir
     assert folder is not None and folder.parent == tmp_path / "wandb"
-    run = _read_when_complete(folder)
+    run = read_offline_run(folder)
     assert run.group == "g1" and run.tags == ["unit"] and run.name == "unit"
     assert run.exit_code == 0
     # the config is the whole nested run config

@@ -64,8 +64,24 @@ class OfflineRun:
     exit_code: int | None = None
 
 
-def read_offline_run(folder: Path) -> OfflineRun:
-    """Parse ``folder/run-*.wandb`` (folder: an ``offline-run-*`` directory)."""
+def read_offline_run(folder: Path, timeout_s: float = 60.0) -> OfflineRun:
+    """Parse ``folder/run-*.wandb`` once wandb's core has written the run's exit record.
+
+    ``finish()`` returns when the run is closed, but on a loaded machine the log was once read
+    before its last records were flushed; poll (up to ``timeout_s``) for the exit record.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = _parse_offline_run(folder)
+        if run.exit_code is not None or time.monotonic() > deadline:
+            return run
+        time.sleep(0.2)
+
+
+def _parse_offline_run(folder: Path) -> OfflineRun:
+    """Parse ``folder/run-*.wandb`` (folder: an ``offline-run-*`` directory) as it is now."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     (log,) = Path(folder).glob("run-*.wandb")
