@@ -289,3 +289,19 @@ def test_resume_after_kill_9_equals_uninterrupted_run(tiny_model, tmp_path):
     fresh = collect(tiny_model, long_corpus(), per_example=True, batch_tokens=64, progress=False)
     for lang in TEXTS:
         assert_stats_equal(resumed[lang], fresh[lang], "exact")
+
+
+def test_bfloat16_model_collects_float_statistics_close_to_float32():
+    """A bf16 model (as a GPU user would run it) gives float64/float32 statistics within bf16
+    precision of the fp32 model's (rtol 5e-2 on sums: bf16 keeps 8 mantissa bits)."""
+    from mlinguality import TinyModelConfig, load_model
+
+    corpus = ListCorpus(TEXTS)
+    fp32 = collect(load_model(TinyModelConfig(seed=2)), corpus, ["en"], progress=False)["en"]
+    bf16_model = load_model(TinyModelConfig(seed=2), dtype="bfloat16")
+    bf16 = collect(bf16_model, corpus, ["en"], progress=False)["en"]
+    assert bf16.sum.dtype == torch.float64 and bf16.max.dtype == torch.float32
+    assert bf16.meta["dtype"] == "torch.bfloat16"
+    assert bf16.n_tokens == fp32.n_tokens
+    scale = fp32.sum.abs().max()
+    torch.testing.assert_close(bf16.sum, fp32.sum, rtol=5e-2, atol=5e-2 * scale.item())
