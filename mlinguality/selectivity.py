@@ -26,7 +26,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mlinguality.errors import MlingualityError
-from mlinguality.significance import PairTensors, _tie_groups, default_k, midranks, topk_iou
+from mlinguality.ranks import midranks, tie_groups
+from mlinguality.significance import PairTensors, default_k, topk_iou
 from mlinguality.stats import ActivationStats
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
     "rank_correlation",
     "topk_overlap",
 ]
-# _tie_groups is private to significance but shared here so both rank the same way.
 
 
 # --- input checks ------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def average_precision(
     ordered, order = (-scores).sort(dim=-1)
     ranked_labels = labels[order]
     hits = ranked_labels.cumsum(-1)
-    _, after = _tie_groups(ordered)  # one past the end of each example's tie group
+    _, after = tie_groups(ordered)  # one past the end of each example's tie group
     precision = hits.gather(-1, after - 1) / after
     ap = einops.reduce(ranked_labels * precision, "layer d_mlp example -> layer d_mlp", "sum")
     return ap / pos.shape[0]

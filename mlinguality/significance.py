@@ -36,10 +36,11 @@ from typing import Literal
 import einops
 import numpy as np
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from mlinguality.errors import MlingualityError
+from mlinguality.ranks import midranks, spearman_last
 
 PairMetric = Literal["mean_diff", "cohens_d", "prob_diff", "auroc", "topk", "rank_corr"]
 PAIR_METRICS: tuple[PairMetric, ...] = (
@@ -223,50 +224,6 @@ def shifted_percentile_ci(
 # --- layer scores under draws ------------------------------------------------------------------
 
 
-def midranks(
-    values: Float[Tensor, "n *rest"],  # noqa: F821 (a jaxtyping shape)
-) -> Float[Tensor, "n *rest"]:  # noqa: F821
-    """Ranks 1..n along dim 0, ties sharing their average rank (as ``scipy.stats.rankdata``)."""
-    return _ranks_last(values.movedim(0, -1).contiguous()).movedim(-1, 0)
-
-
-def _tie_groups(
-    ordered: Float[Tensor, "*batch n"],
-) -> tuple[Int[Tensor, "*batch n"], Int[Tensor, "*batch n"]]:
-    """For sorted values: the first index of each one's tie group and one past its last index."""
-    n = ordered.shape[-1]
-    position = torch.arange(n).expand(ordered.shape)
-    new_group = torch.ones_like(ordered, dtype=torch.bool)
-    new_group[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
-    first = torch.where(new_group, position, 0).cummax(-1).values
-    ends = torch.ones_like(new_group)
-    ends[..., :-1] = new_group[..., 1:]
-    after = torch.where(ends, position + 1, n).flip(-1).cummin(-1).values.flip(-1)
-    return first, after
-
-
-def _ranks_last(values: Float[Tensor, "*batch n"]) -> Float[Tensor, "*batch n"]:
-    """Average ranks 1..n along the last dim (vectorised over the leading dims)."""
-    ordered, order = values.sort(dim=-1)
-    if not (ordered[..., 1:] == ordered[..., :-1]).any():
-        rank_sorted = torch.arange(1, values.shape[-1] + 1, dtype=values.dtype).expand_as(values)
-    else:
-        first, after = _tie_groups(ordered)
-        rank_sorted = ((first + after + 1) / 2).to(values.dtype)
-    return torch.empty_like(values).scatter_(-1, order, rank_sorted)
-
-
-def _spearman_last(
-    a: Float[Tensor, "*batch n"], b: Float[Tensor, "*batch n"]
-) -> Float[Tensor, "*batch"]:
-    ra = _ranks_last(a)
-    rb = _ranks_last(b)
-    ra = ra - ra.mean(-1, keepdim=True)
-    rb = rb - rb.mean(-1, keepdim=True)
-    denom = (ra.square().sum(-1) * rb.square().sum(-1)).sqrt()
-    return (ra * rb).sum(-1) / denom.clamp_min(1e-30)
-
-
 class _Prepared:
     """Per-pair tensors flattened to ``[example, layer*d_mlp]``, computed once for all draws."""
 
@@ -386,7 +343,7 @@ def _scores_for_draws(
         if "topk" in metrics:
             out["topk"] = 1 - topk_iou(mu_a, mu_b, k)
         if "rank_corr" in metrics:
-            out["rank_corr"] = 1 - _spearman_last(mu_a, mu_b)
+            out["rank_corr"] = 1 - spearman_last(mu_a, mu_b)
     if "auroc" in metrics:
         if kind == "perm":
             # Midranks of the pooled sample do not change under relabelling, so the rank sum of
@@ -529,7 +486,6 @@ __all__ = [
     "bootstrap_counts",
     "chance_iou",
     "default_k",
-    "midranks",
     "pair_score_draws",
     "scores_under_draws",
     "shifted_percentile_ci",

@@ -7,13 +7,12 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from scipy.stats import rankdata, spearmanr
+from scipy.stats import spearmanr
 
 from mlinguality.errors import MlingualityError
 from mlinguality.significance import (
     PAIR_METRICS,
     PairTensors,
-    _ranks_last,
     bootstrap_counts,
     chance_iou,
     percentile_ci,
@@ -171,11 +170,6 @@ def test_chance_iou_matches_enumeration():
     subsets = list(itertools.combinations(range(d_mlp), k))
     ious = [len(set(a) & set(b)) / len(set(a) | set(b)) for a in subsets for b in subsets]
     assert chance_iou(k, d_mlp) == pytest.approx(np.mean(ious))
-
-
-def test_ranks_last_matches_scipy_with_ties():
-    values = torch.randint(0, 4, (3, 5, 9)).double()
-    assert_close(_ranks_last(values), rankdata(values.numpy(), axis=-1), kind="exact")
 
 
 def test_draws_are_seeded_and_bootstrap_counts_sum_to_n():
