@@ -21,7 +21,7 @@ from torch import Tensor
 
 from mlinguality.errors import MlingualityError
 from mlinguality.selection import select_lape
-from mlinguality.selectivity import _check_shapes, aligned_pair, example_flatness
+from mlinguality.selectivity import aligned_pair, check_stats, example_flatness
 from mlinguality.significance import (
     PAIR_METRICS,
     ScoreDraws,
@@ -48,7 +48,6 @@ __all__ = [
     "u_shape_statistics",
     "u_shape_test",
 ]
-# _check_shapes is private to selectivity but shared so every stage checks its input alike.
 
 # Per-layer profile metrics: the pairwise ones of mlinguality.significance, plus the share of a
 # layer's neurons that LAPE selects (all languages at once) and per-language flatness.
@@ -259,7 +258,7 @@ def selectivity_profile(
         level: Confidence level of the intervals.
         seed: Seeds every draw.
     """
-    _, d_mlp = _check_shapes(stats)
+    _, d_mlp = check_stats(stats)
     unknown = sorted(set(metrics) - set(PROFILE_METRICS))
     if unknown:
         raise MlingualityError(

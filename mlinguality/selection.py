@@ -14,7 +14,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from mlinguality.errors import MlingualityError
-from mlinguality.selectivity import _check_shapes, _cohens_d, auroc, lape
+from mlinguality.selectivity import auroc, check_stats, cohens_d_from_moments, lape
 from mlinguality.stats import ActivationStats
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "select_language_neurons",
     "select_lape",
 ]
-# _check_shapes and _cohens_d are private to selectivity but shared so both check and score alike.
 
 SelectionMetric = Literal["lape", "cohens_d", "prob_diff", "mean_diff", "auroc"]
 SELECTION_METRICS: tuple[SelectionMetric, ...] = (
@@ -49,7 +48,7 @@ def one_vs_rest_scores(
     probabilities; mixture variance for Cohen's d), so a language with longer tokenisations
     does not dominate it. AUROC pools every other language's examples as negatives.
     """
-    _check_shapes(stats)
+    check_stats(stats)
     out = {}
     for lang, own in stats.items():
         rest = _rest(stats, lang)
@@ -67,7 +66,9 @@ def one_vs_rest_scores(
         second = torch.stack([s.var + s.mean**2 for s in rest]).mean(0)
         rest_var = (second - rest_mean**2).clamp_min(0)
         n_rest = sum(s.n_tokens for s in rest)
-        out[lang] = _cohens_d(own.mean, own.var, own.n_tokens, rest_mean, rest_var, n_rest)
+        out[lang] = cohens_d_from_moments(
+            own.mean, own.var, own.n_tokens, rest_mean, rest_var, n_rest
+        )
     return out
 
 
@@ -145,7 +146,7 @@ def select_language_neurons(
         activation_bar_quantile: LAPE only: the quantile a language's probability must exceed.
         filter_quantile: LAPE only: the quantile some language's probability must exceed.
     """
-    _check_shapes(stats)
+    check_stats(stats)
     if not 0 <= top_rate <= 1:
         raise MlingualityError(f"top_rate must be in [0, 1], got {top_rate}")
     if k is not None and k < 0:

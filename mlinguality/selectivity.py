@@ -35,7 +35,9 @@ __all__ = [
     "aligned_pair",
     "auroc",
     "average_precision",
+    "check_stats",
     "cohens_d",
+    "cohens_d_from_moments",
     "example_flatness",
     "lape",
     "mean_diff",
@@ -48,7 +50,11 @@ __all__ = [
 # --- input checks ------------------------------------------------------------------------------
 
 
-def _check_shapes(stats: dict[str, ActivationStats]) -> tuple[int, int]:
+def check_stats(stats: dict[str, ActivationStats]) -> tuple[int, int]:
+    """Check that ``stats`` holds >= 2 languages of one model, each with counted tokens.
+
+    Returns ``(n_layers, d_mlp)``; raises MlingualityError naming the offending language.
+    """
     if len(stats) < 2:
         raise MlingualityError(f"selectivity needs at least 2 languages, got {sorted(stats)}")
     shapes = {lang: tuple(s.sum.shape) for lang, s in stats.items()}
@@ -122,10 +128,10 @@ def cohens_d(a: ActivationStats, b: ActivationStats) -> Float[Tensor, "layer d_m
 
     The pooled variance weights each language's unbiased variance by its degrees of freedom.
     """
-    return _cohens_d(a.mean, a.var, a.n_tokens, b.mean, b.var, b.n_tokens)
+    return cohens_d_from_moments(a.mean, a.var, a.n_tokens, b.mean, b.var, b.n_tokens)
 
 
-def _cohens_d(
+def cohens_d_from_moments(
     mean_a: Float[Tensor, "layer d_mlp"],
     var_a: Float[Tensor, "layer d_mlp"],
     n_a: int,
@@ -133,6 +139,7 @@ def _cohens_d(
     var_b: Float[Tensor, "layer d_mlp"],
     n_b: int,
 ) -> Float[Tensor, "layer d_mlp"]:
+    """Cohen's d from two groups' means, unbiased variances and counts (pooled sd; 0 where sd = 0)."""
     dof = max(n_a + n_b - 2, 1)
     pooled = ((n_a - 1) * var_a + (n_b - 1) * var_b) / dof
     sd = pooled.sqrt()
@@ -160,7 +167,7 @@ def lape(
     Returns:
         ``(entropy, probs)`` with ``probs`` stacked in the order of ``stats``.
     """
-    _check_shapes(stats)
+    check_stats(stats)
     probs = torch.stack([s.p_gate_positive for s in stats.values()])
     total = einops.reduce(probs, "lang layer d_mlp -> layer d_mlp", "sum")
     normed = torch.where(total > 0, probs / total.clamp_min(1e-300), 0.0)
