@@ -24,13 +24,12 @@ import torch
 from mlinguality import load_model
 from mlinguality.activations import (
     _forward_to_last_hook,
-    _pad_id,
     _StopForward,
     collect,
     hook_post_name,
     word_final_prefix_loop,
 )
-from mlinguality.batching import pad_batch, plan_batches, tokenize_texts
+from mlinguality.batching import pad_batch, pad_token_id, plan_batches, tokenize_texts
 from mlinguality.corpus import load_corpus
 
 
@@ -54,7 +53,9 @@ def run_batches(model, texts, batches, mode: str) -> None:
 
     with torch.inference_mode():
         for indices in batches:
-            batch = pad_batch(texts, indices, _pad_id(model), "right", model.cfg.device)
+            batch = pad_batch(
+                texts, indices, pad_token_id(model.tokenizer), "right", model.cfg.device
+            )
             if mode == "bare":
                 with model.hooks(fwd_hooks=[(last, stop)]):
                     _forward_to_last_hook(model, batch)

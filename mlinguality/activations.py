@@ -43,6 +43,7 @@ from mlinguality.batching import (
     Positions,
     TokenizedText,
     pad_batch,
+    pad_token_id,
     plan_batches,
     position_mask,
     tokenize_texts,
@@ -81,10 +82,9 @@ class _BatchReducer:
     Each batch is summed in float32 and the batch sums accumulate in float64.
     """
 
-    def __init__(self, stats: ActivationStats, n_layers: int, gated: bool, per_example: bool):
+    def __init__(self, stats: ActivationStats, n_layers: int, per_example: bool):
         self.stats = stats
         self.n_layers = n_layers
-        self.gated = gated
         self.per_example = per_example
         self.kept: Tensor | None = None
         self.example_of_kept: Tensor | None = None
@@ -274,22 +274,22 @@ def _collect_language(
             stats.example_mean = torch.zeros((len(ids), n_layers, d_mlp))
             stats.example_frac_positive = torch.zeros((len(ids), n_layers, d_mlp))
     bar.update(sum(len(texts[index].ids) for batch in batches[:done] for index in batch))
-    reducer = _BatchReducer(stats, n_layers, gated, per_example)
+    reducer = _BatchReducer(stats, n_layers, per_example)
     hooks = [(hook_post_name(layer), reducer.post_hook(layer)) for layer in range(n_layers)]
     if gated:
         hooks += [(hook_pre_name(layer), reducer.pre_hook(layer)) for layer in range(n_layers)]
-    device = model.cfg.device
+    device, pad_id = model.cfg.device, pad_token_id(model.tokenizer)
     last_save = time.monotonic()
     with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
         for batch_number in range(done, len(batches)):
-            batch = pad_batch(texts, batches[batch_number], _pad_id(model), padding_side, device)
+            batch = pad_batch(texts, batches[batch_number], pad_id, padding_side, device)
             mask = position_mask(batch, texts, positions, include_bos)
             reducer.start(mask, batch.indices)
             _forward_to_last_hook(model, batch)
             expected = set(range(n_layers))
             if reducer.fired != expected or (gated and reducer.gate_fired != expected):
                 raise RuntimeError(f"hooks fired on layers {sorted(reducer.fired)} only")
-            counts = einops.reduce(mask.long(), "batch pos -> batch", "sum").cpu()
+            counts = reducer.counts.cpu()
             stats.example_n_tokens[batch.indices] = counts
             stats.n_tokens += int(counts.sum())
             bar.update(sum(batch.lengths))
@@ -315,11 +315,6 @@ def _forward_to_last_hook(model, batch: Batch) -> None:
     except _StopForward:
         return
     raise RuntimeError("the forward pass ended without reaching the last layer's hook_post")
-
-
-def _pad_id(model) -> int:
-    tokenizer = model.tokenizer
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def _fingerprint(ids: list[str], texts: list[TokenizedText], batches: list[list[int]]) -> str:

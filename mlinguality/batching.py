@@ -131,6 +131,17 @@ class Batch:
         return pad + token
 
 
+def pad_token_id(tokenizer) -> int:
+    """The id to pad with: the tokenizer's pad token, else EOS, else BOS, else 0.
+
+    Pad positions are masked out of attention, statistics and loss, so any id works.
+    """
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    return 0
+
+
 def pad_batch(
     texts: Sequence[TokenizedText],
     indices: Sequence[int],

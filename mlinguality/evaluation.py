@@ -30,7 +30,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mlinguality.batching import Batch, TokenizedText, pad_batch, plan_batches, tokenize_texts
+from mlinguality.batching import (
+    Batch,
+    TokenizedText,
+    pad_batch,
+    pad_token_id,
+    plan_batches,
+    tokenize_texts,
+)
 from mlinguality.errors import MlingualityError
 from mlinguality.types import AttentionMask, LossPerToken, TokenIds
 
@@ -152,13 +159,6 @@ def _bos_id(tokenizer) -> int:
     )
 
 
-def _pad_id(tokenizer) -> int:
-    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id):
-        if token_id is not None:
-            return int(token_id)
-    return 0  # pad ids are masked everywhere, so any id works
-
-
 def _bos_first(text: TokenizedText, bos: int, eos: int | None) -> TokenizedText:
     """Exactly one BOS in front and no EOS behind, so the tokens cover exactly the text."""
     ids = list(text.ids)
@@ -217,7 +217,7 @@ def encode_texts(
         _bos_first(text, bos, tokenizer.eos_token_id) for text in tokenize_texts(tokenizer, texts)
     ]
     plan = plan_batches([len(text.ids) for text in tokenized], batch_tokens, max_batch_size)
-    pad = _pad_id(tokenizer)
+    pad = pad_token_id(tokenizer)
     batches = [pad_batch(tokenized, rows, pad, padding_side, device) for rows in plan]
     return EncodedTexts(lang, tokenized, batches, padding_side)
 
