@@ -36,9 +36,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from mlinguality import TinyModelConfig, load_model
-    from mlinguality.ablation_matrix import ablation_matrix
+    from mlinguality.ablation.evaluation import encode_languages
+    from mlinguality.ablation.matrix import ablation_matrix
     from mlinguality.corpus import load_corpus
-    from mlinguality.evaluation import encode_languages
 
     model = load_model(TinyModelConfig() if args.model == "tiny" else args.model)
     langs = args.langs.split(",")

@@ -22,14 +22,14 @@ import time
 import torch
 
 from mlinguality import load_model
-from mlinguality.activations import (
+from mlinguality.activations.batching import pad_batch, pad_token_id, plan_batches, tokenize_texts
+from mlinguality.activations.collect import (
     _forward_to_last_hook,
     _StopForward,
     collect,
     hook_post_name,
     word_final_prefix_loop,
 )
-from mlinguality.batching import pad_batch, pad_token_id, plan_batches, tokenize_texts
 from mlinguality.corpus import load_corpus
 
 
@@ -74,7 +74,7 @@ def peak_rss_child(n_verses: int, langs: list[str]) -> float:
     code = (
         "import torch; torch.set_num_threads(2)\n"
         "from mlinguality import load_model\n"
-        "from mlinguality.activations import collect\n"
+        "from mlinguality.activations.collect import collect\n"
         "from mlinguality.corpus import load_corpus\n"
         "model = load_model('gemma-3-270m')\n"
         f"corpus = load_corpus('bible', {langs!r}, limit={n_verses})\n"

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from mlinguality.significance import PAIR_METRICS, PairTensors, pair_score_draws
+from mlinguality.selectivity.significance import PAIR_METRICS, PairTensors, pair_score_draws
 
 
 def synthetic_pair(n_examples: int, n_layers: int, d_mlp: int) -> PairTensors:

@@ -23,16 +23,16 @@ from pathlib import Path
 import torch
 
 from mlinguality import TinyModelConfig, load_model
-from mlinguality.ablation_matrix import (
+from mlinguality.ablation.evaluation import encode_languages
+from mlinguality.ablation.matrix import (
     compare_selections,
     comparison_table,
     plot_matrices,
     write_csv,
 )
-from mlinguality.activations import collect
+from mlinguality.activations.collect import collect
+from mlinguality.activations.stats import save_stats
 from mlinguality.corpus import load_corpus
-from mlinguality.evaluation import encode_languages
-from mlinguality.stats import save_stats
 
 
 def _parse_rates(text: str) -> list[float] | dict[str, list[float]]:

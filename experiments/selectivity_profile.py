@@ -20,15 +20,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from mlinguality.plots import plot_layer_profile, plot_profile_grid
-from mlinguality.profile import SelectivityProfile, selectivity_profile
-from mlinguality.selection import select_language_neurons
-from mlinguality.stats import load_stats, save_stats
+from mlinguality.activations.stats import load_stats, save_stats
+from mlinguality.selectivity.plots import plot_layer_profile, plot_profile_grid
+from mlinguality.selectivity.profile import SelectivityProfile, selectivity_profile
+from mlinguality.selectivity.selection import select_language_neurons
 
 
 def collect_stats(args: argparse.Namespace, langs: list[str], stats_dir: Path) -> dict:
     from mlinguality import load_model
-    from mlinguality.activations import collect
+    from mlinguality.activations.collect import collect
     from mlinguality.corpus import load_corpus
 
     corpus = load_corpus("bible", langs, limit=args.verses, seed=args.seed)

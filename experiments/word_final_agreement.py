@@ -15,7 +15,7 @@ import json
 import torch
 
 from mlinguality import load_model
-from mlinguality.activations import word_final_agreement
+from mlinguality.activations.collect import word_final_agreement
 from mlinguality.corpus import load_corpus
 
 

@@ -30,6 +30,7 @@ from typing import Literal
 import torch
 
 from mlinguality.errors import MlingualityError
+from mlinguality.types import hook_post_name
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def validate_model(model, where: str = "model") -> None:
             f"{where}: tokenizer has {size} tokens; the folder lacks tokenizer files"
         )
     n_layers, d_mlp = model.cfg.n_layers, model.cfg.d_mlp
-    names = [f"blocks.{layer}.mlp.hook_post" for layer in range(n_layers)]
+    names = [hook_post_name(layer) for layer in range(n_layers)]
     missing = [name for name in names if name not in model.hook_dict]
     if missing:
         raise ModelLoadError(

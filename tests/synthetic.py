@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from mlinguality.significance import PairTensors
-from mlinguality.stats import ActivationStats
+from mlinguality.activations.stats import ActivationStats
+from mlinguality.selectivity.significance import PairTensors
 
 
 def stats_from_raw(

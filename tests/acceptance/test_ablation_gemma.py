@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from mlinguality.ablation import ablate, mask_from_pairs
-from mlinguality.ablation_matrix import ablation_matrix
-from mlinguality.evaluation import encode_languages, encode_texts, evaluate
+from mlinguality.ablation.evaluation import encode_languages, encode_texts, evaluate
+from mlinguality.ablation.hooks import ablate, mask_from_pairs
+from mlinguality.ablation.matrix import ablation_matrix
 from tests.utils import assert_close
 
 pytestmark = pytest.mark.slow

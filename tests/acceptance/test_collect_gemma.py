@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mlinguality.activations import collect, word_final_agreement
+from mlinguality.activations.collect import collect, word_final_agreement
 from mlinguality.corpus import load_corpus
-from tests.test_activations import assert_stats_equal, naive_stats
+from tests.activations.test_collect import assert_stats_equal, naive_stats
 
 pytestmark = pytest.mark.slow
 

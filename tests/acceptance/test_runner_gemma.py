@@ -9,8 +9,8 @@ import time
 import pandas as pd
 import pytest
 
-from mlinguality.config import RunConfig
-from mlinguality.runner import run_experiment
+from mlinguality.run.config import RunConfig
+from mlinguality.run.runner import run_experiment
 from tests.wandb_reader import read_offline_run
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,295 @@
+"""Stage 5a: padding-correct per-language loss: mean NLL per token, perplexity, bits per byte.
+
+Texts are tokenized once (:func:`encode_texts`) into length-sorted, padded batches that every
+condition of an ablation experiment reuses; :func:`evaluate` then runs one forward pass per batch
+and sums the loss over real next-token positions only. Pad positions never enter the loss, with
+left or right padding (the ids and attention mask are built here, not by the bridge's string
+padding, whose ``return_type="loss"`` counts pad positions).
+
+What is counted (the same for every language, so bits per byte compare across them):
+
+- every text is encoded with exactly one BOS token in front (the tokenizer's, or added here)
+  and no EOS behind; the model predicts **every token of the text**, the first one from the BOS
+  alone (BOS -> first token is included). Nothing is predicted after the last token.
+- bytes are the UTF-8 bytes of the text string exactly as passed (the corpus stage normalises to
+  NFC); so every byte of the text is covered by exactly one predicted token.
+- ``bits_per_byte = total NLL (nats) / ln 2 / total bytes``; ``mean_nll = total NLL / predicted
+  tokens``; ``perplexity = exp(mean_nll)`` (token perplexity, not comparable across tokenizations
+  of different scripts; bits per byte is).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import einops
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from mlinguality.activations.batching import (
+    Batch,
+    TokenizedText,
+    pad_batch,
+    pad_token_id,
+    plan_batches,
+    tokenize_texts,
+)
+from mlinguality.errors import MlingualityError
+from mlinguality.types import AttentionMask, LossPerToken, TokenIds
+
+logger = logging.getLogger(__name__)
+
+# Padded tokens per batch. Gemma's logits are batch x pos x 262,144 floats: 512 tokens is
+# 0.5 GB of logits (plus about as much inside the loss), which fits beside the model on a laptop.
+DEFAULT_BATCH_TOKENS = 512
+DEFAULT_MAX_BATCH_SIZE = 32
+_LSE_CHUNK = 8  # positions per logsumexp on the CPU: 8 x 262k floats = 8 MB of temporaries
+
+
+@dataclass(frozen=True)
+class EncodedTexts:
+    """One language's evaluation texts, tokenized once and batched by similar length.
+
+    Attributes:
+        lang: Language code (a label only).
+        texts: Token ids of each text (BOS first), in input order.
+        batches: Length-sorted padded batches covering every text once.
+        padding_side: ``"right"`` or ``"left"``.
+    """
+
+    lang: str
+    texts: list[TokenizedText]
+    batches: list[Batch]
+    padding_side: str
+
+    @property
+    def n_texts(self) -> int:
+        return len(self.texts)
+
+    @property
+    def n_bytes(self) -> Int[Tensor, " text"]:
+        """UTF-8 bytes of each text."""
+        return torch.tensor([text.n_bytes for text in self.texts], dtype=torch.int64)
+
+    @property
+    def n_predicted(self) -> Int[Tensor, " text"]:
+        """Predicted tokens of each text: all its tokens but the BOS."""
+        return torch.tensor([len(text.ids) - 1 for text in self.texts], dtype=torch.int64)
+
+    @property
+    def total_bytes(self) -> int:
+        return int(self.n_bytes.sum())
+
+    @property
+    def total_predicted(self) -> int:
+        return int(self.n_predicted.sum())
+
+    @property
+    def padded_tokens(self) -> int:
+        """Positions the forward passes compute, pads included."""
+        return sum(batch.input_ids.numel() for batch in self.batches)
+
+
+@dataclass(frozen=True)
+class LanguageLoss:
+    """Summed next-token loss of one language's texts under one condition.
+
+    Attributes:
+        lang: Language code.
+        text_nll: Total NLL (nats) of each text, in input order (float64).
+        n_predicted: Predicted tokens per text.
+        n_bytes: UTF-8 bytes per text.
+    """
+
+    lang: str
+    text_nll: Float[Tensor, " text"]
+    n_predicted: Int[Tensor, " text"]
+    n_bytes: Int[Tensor, " text"]
+
+    @property
+    def nll(self) -> float:
+        """Total NLL in nats."""
+        return float(self.text_nll.sum())
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.n_predicted.sum())
+
+    @property
+    def total_bytes(self) -> int:
+        return int(self.n_bytes.sum())
+
+    @property
+    def mean_nll(self) -> float:
+        """Mean NLL per predicted token (nats)."""
+        return self.nll / max(self.n_tokens, 1)
+
+    @property
+    def perplexity(self) -> float:
+        """Token perplexity, exp(mean NLL)."""
+        return math.exp(self.mean_nll)
+
+    @property
+    def bits_per_byte(self) -> float:
+        """Total NLL / ln 2 / total UTF-8 bytes."""
+        return self.nll / math.log(2) / max(self.total_bytes, 1)
+
+    def to_dict(self) -> dict:
+        return {
+            "lang": self.lang,
+            "nll": self.nll,
+            "n_tokens": self.n_tokens,
+            "n_bytes": self.total_bytes,
+            "mean_nll": self.mean_nll,
+            "perplexity": self.perplexity,
+            "bits_per_byte": self.bits_per_byte,
+        }
+
+
+def _bos_id(tokenizer) -> int:
+    for token_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    raise MlingualityError(
+        f"tokenizer {getattr(tokenizer, 'name_or_path', '?')}: no BOS or EOS token to start texts with"
+    )
+
+
+def _bos_first(text: TokenizedText, bos: int, eos: int | None) -> TokenizedText:
+    """Exactly one BOS in front and no EOS behind, so the tokens cover exactly the text."""
+    ids = list(text.ids)
+    if eos is not None and eos != bos and len(ids) > 1 and ids[-1] == eos:
+        ids = ids[:-1]
+    if not text.has_bos:
+        ids = [bos, *ids]
+    return TokenizedText(ids, True, [], text.n_bytes)
+
+
+def encode_texts(
+    tokenizer,
+    texts: Sequence[str],
+    lang: str = "",
+    *,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    padding_side: str = "right",
+    device: str = "cpu",
+) -> EncodedTexts:
+    """Tokenize ``texts`` once into length-sorted padded batches of at most ``batch_tokens``.
+
+    Tokenization and batching are :mod:`mlinguality.activations.batching`'s (shared with collection); a BOS
+    is added where the tokenizer adds none, and a trailing EOS it adds is dropped.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer (``model.tokenizer``).
+        texts: Non-empty strings.
+        lang: Label carried into the results.
+        batch_tokens: Budget of padded positions per batch (rows x longest row); a single text
+            longer than this gets a batch of its own.
+        max_batch_size: Most rows per batch.
+        padding_side: ``"right"`` (default) or ``"left"``; the loss is the same either way.
+        device: Where the batch tensors live (the model's device).
+
+    Raises:
+        MlingualityError: on an empty list, an empty text or a bad option.
+
+    >>> from mlinguality import TinyModelConfig, load_model
+    >>> model = load_model(TinyModelConfig())
+    >>> encoded = encode_texts(model.tokenizer, ["In the beginning.", "Au commencement."], "xx")
+    >>> encoded.n_texts, encoded.total_bytes
+    (2, 33)
+    """
+    if padding_side not in ("left", "right"):
+        raise MlingualityError(f"padding_side: {padding_side!r} is not 'left' or 'right'")
+    if batch_tokens < 1 or max_batch_size < 1:
+        raise MlingualityError("batch_tokens and max_batch_size must be >= 1")
+    if not texts:
+        raise MlingualityError(f"encode_texts({lang!r}): no texts")
+    empty = [i for i, text in enumerate(texts) if not text]
+    if empty:
+        raise MlingualityError(f"encode_texts({lang!r}): text {empty[0]} is empty")
+    bos = _bos_id(tokenizer)
+    tokenized = [
+        _bos_first(text, bos, tokenizer.eos_token_id) for text in tokenize_texts(tokenizer, texts)
+    ]
+    plan = plan_batches([len(text.ids) for text in tokenized], batch_tokens, max_batch_size)
+    pad = pad_token_id(tokenizer)
+    batches = [pad_batch(tokenized, rows, pad, padding_side, device) for rows in plan]
+    return EncodedTexts(lang, tokenized, batches, padding_side)
+
+
+def token_nll(
+    logits: Float[Tensor, "batch pos d_vocab"],
+    input_ids: TokenIds,
+    attention_mask: AttentionMask,
+) -> LossPerToken:
+    """NLL (nats) of each next token; 0 where the predicting or the predicted position is a pad.
+
+    Position ``i`` of the result is the loss of token ``i + 1`` given tokens ``<= i``. On the CPU
+    the log-partition is computed a few positions at a time over each row's span of real pairs
+    (no copy of the logits, temporaries that stay in cache, no work on pads): the exponentials
+    over a 262k vocabulary are the one cost here that rivals the unembedding.
+    """
+    real = attention_mask.bool()
+    pairs = real[:, :-1] & real[:, 1:]
+    predicting = logits[:, :-1]
+    target_logit = predicting.gather(-1, input_ids[:, 1:, None]).squeeze(-1).float()
+    if logits.device.type != "cpu":
+        log_partition = torch.logsumexp(predicting.float(), dim=-1)
+    else:
+        log_partition = torch.zeros(pairs.shape, dtype=torch.float32)
+        for row, columns in enumerate(pairs.tolist()):
+            if True not in columns:
+                continue
+            start = columns.index(True)
+            end = len(columns) - columns[::-1].index(True)  # real tokens form one block
+            for first in range(start, end, _LSE_CHUNK):
+                last = min(first + _LSE_CHUNK, end)
+                log_partition[row, first:last] = torch.logsumexp(
+                    predicting[row, first:last].float(), dim=-1
+                )
+    return torch.where(pairs, log_partition - target_logit, torch.zeros_like(target_logit))
+
+
+def evaluate(model, encoded: EncodedTexts) -> LanguageLoss:
+    """Summed next-token NLL of every text in ``encoded`` under ``model`` as it is now.
+
+    Hooks active on the model (an :func:`mlinguality.ablation.hooks.ablate` block) apply to every
+    forward pass here: one pass per batch, no other work on the model.
+    """
+    text_nll = torch.zeros(encoded.n_texts, dtype=torch.float64)
+    with torch.no_grad():
+        for batch in encoded.batches:
+            logits = model(
+                batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids,
+                return_type="logits",
+                use_cache=False,
+            )
+            per_token = token_nll(logits, batch.input_ids, batch.attention_mask)
+            del logits
+            per_text = einops.reduce(per_token.double(), "batch pos -> batch", "sum")
+            text_nll[batch.indices] = per_text.cpu()
+    return LanguageLoss(encoded.lang, text_nll, encoded.n_predicted, encoded.n_bytes)
+
+
+def evaluate_languages(model, encoded: dict[str, EncodedTexts]) -> dict[str, LanguageLoss]:
+    """:func:`evaluate` for every language of ``encoded``."""
+    return {lang: evaluate(model, texts) for lang, texts in encoded.items()}
+
+
+def encode_languages(
+    tokenizer,
+    texts: dict[str, Sequence[str]],
+    **options,
+) -> dict[str, EncodedTexts]:
+    """:func:`encode_texts` for every language of ``texts`` (options passed through)."""
+    return {
+        lang: encode_texts(tokenizer, lang_texts, lang, **options)
+        for lang, lang_texts in texts.items()
+    }

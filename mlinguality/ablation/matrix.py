@@ -1,0 +1,445 @@
+"""Stage 5c: the ablation matrix (whose neurons are ablated x which language is evaluated).
+
+Rows are the languages whose neuron sets are ablated, columns the evaluation languages, cells
+bits per byte on held-out text and its change from no ablation. Controls and summaries:
+
+- **matched random control**: for each language A and seed s, a random set with the same number
+  of neurons in every layer as A's set, ablated the same way and evaluated on A. The matrix's
+  ``random`` row holds, in column A, the mean over seeds of that rise: what ablating "this many
+  neurons in these layers" costs A without regard to which.
+- **diagonal dominance** (:class:`DiagonalDominance`): own-language rise (mean of the diagonal),
+  mean cross-language rise (off-diagonal), their ratio, the own rise over the random control, and
+  the number of evaluation languages for which their own set is the most harmful row.
+
+Cost: each evaluation language is tokenized once (:func:`mlinguality.ablation.evaluation.encode_texts`)
+and reused by every condition; one forward pass per batch and condition, nothing else:
+``L`` (baseline, shareable across matrices) + ``L x L`` + ``L x seeds`` language evaluations.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from mlinguality.ablation.evaluation import EncodedTexts, LanguageLoss, evaluate, evaluate_languages
+from mlinguality.ablation.hooks import (
+    AblationMode,
+    NeuronMask,
+    ablate,
+    mean_activation,
+    random_matched_mask,
+)
+from mlinguality.activations.stats import ActivationStats
+from mlinguality.errors import MlingualityError
+
+logger = logging.getLogger(__name__)
+
+RANDOM_ROW = "random"
+
+
+@dataclass(frozen=True)
+class DiagonalDominance:
+    """How much more a language's own neurons matter to it than to the other languages.
+
+    All rises are changes in bits per byte against no ablation.
+
+    Attributes:
+        own_rise: Mean over languages of the rise on the language whose set was ablated.
+        cross_rise: Mean over (ablated A, evaluated B != A) pairs of the rise on B.
+        ratio: ``own_rise / cross_rise`` (NaN when ``cross_rise`` is 0).
+        random_rise: Mean over languages and seeds of the matched random control's rise.
+        own_over_random: ``own_rise / random_rise``.
+        n_diagonal_max: Evaluation languages whose own set is the most harmful row for them.
+        n_langs: Languages on the diagonal (those with a non-empty set that are evaluated).
+        per_lang: Per language: ``own``, ``cross`` (mean over the other columns), ``random``.
+    """
+
+    own_rise: float
+    cross_rise: float
+    ratio: float
+    random_rise: float
+    own_over_random: float
+    n_diagonal_max: int
+    n_langs: int
+    per_lang: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "own_rise": self.own_rise,
+            "cross_rise": self.cross_rise,
+            "ratio": self.ratio,
+            "random_rise": self.random_rise,
+            "own_over_random": self.own_over_random,
+            "n_diagonal_max": self.n_diagonal_max,
+            "n_langs": self.n_langs,
+        }
+
+
+def _div(a: float, b: float) -> float:
+    return a / b if b != 0 and math.isfinite(b) else float("nan")
+
+
+def _mean(values: Sequence[float]) -> float:
+    values = [v for v in values if math.isfinite(v)]
+    return sum(values) / len(values) if values else float("nan")
+
+
+@dataclass
+class AblationMatrix:
+    """Per-language losses under each ablation of one configuration.
+
+    Attributes:
+        langs: Evaluation languages (columns).
+        rows: Languages whose neuron sets were ablated, in order.
+        mode: Ablation mode.
+        baseline: Loss per evaluation language without ablation.
+        ablated: ``ablated[row][lang]``: loss on ``lang`` with ``row``'s set ablated (rows with
+            an empty set are absent).
+        random: ``random[lang]``: one loss per seed on ``lang`` with a random set matched to
+            ``lang``'s set.
+        n_neurons: Size of each row's set.
+        meta: The configuration (metric, rate, ...), copied into CSV rows.
+    """
+
+    langs: list[str]
+    rows: list[str]
+    mode: str
+    baseline: dict[str, LanguageLoss]
+    ablated: dict[str, dict[str, LanguageLoss]]
+    random: dict[str, list[LanguageLoss]]
+    n_neurons: dict[str, int]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def row_labels(self) -> list[str]:
+        return [*self.rows, RANDOM_ROW]
+
+    def bits_per_byte(self) -> Float[Tensor, "row lang"]:
+        """Bits per byte, rows :attr:`row_labels` (random: mean over seeds); NaN where not run."""
+        out = torch.full((len(self.rows) + 1, len(self.langs)), float("nan"), dtype=torch.float64)
+        for i, row in enumerate(self.rows):
+            for j, lang in enumerate(self.langs):
+                if lang in self.ablated.get(row, {}):
+                    out[i, j] = self.ablated[row][lang].bits_per_byte
+        for j, lang in enumerate(self.langs):
+            if self.random.get(lang):
+                out[-1, j] = _mean([loss.bits_per_byte for loss in self.random[lang]])
+        return out
+
+    def baseline_bits_per_byte(self) -> Float[Tensor, " lang"]:
+        return torch.tensor(
+            [self.baseline[lang].bits_per_byte for lang in self.langs], dtype=torch.float64
+        )
+
+    def delta(self) -> Float[Tensor, "row lang"]:
+        """Change in bits per byte from no ablation, rows :attr:`row_labels`."""
+        return self.bits_per_byte() - self.baseline_bits_per_byte()
+
+    def random_deltas(self, lang: str) -> list[float]:
+        """The random control's rise on ``lang``, one per seed."""
+        base = self.baseline[lang].bits_per_byte
+        return [loss.bits_per_byte - base for loss in self.random.get(lang, [])]
+
+    def dominance(self) -> DiagonalDominance:
+        """The :class:`DiagonalDominance` summary of this matrix."""
+        delta = self.delta()
+        col = {lang: j for j, lang in enumerate(self.langs)}
+        diag = [lang for lang in self.rows if lang in col and lang in self.ablated]
+        per_lang, own, cross, random = {}, [], [], []
+        n_max = 0
+        for i, row in enumerate(self.rows):
+            if row not in self.ablated:
+                continue
+            others = [float(delta[i, j]) for lang, j in col.items() if lang != row]
+            cross += others
+            if row in col:
+                own_value = float(delta[i, col[row]])
+                random_value = _mean(self.random_deltas(row))
+                own.append(own_value)
+                random += self.random_deltas(row)
+                per_lang[row] = {"own": own_value, "cross": _mean(others), "random": random_value}
+                column = delta[: len(self.rows), col[row]]
+                if torch.isfinite(column).any() and int(column.nan_to_num(-math.inf).argmax()) == i:
+                    n_max += 1
+        own_rise, cross_rise, random_rise = _mean(own), _mean(cross), _mean(random)
+        return DiagonalDominance(
+            own_rise=own_rise,
+            cross_rise=cross_rise,
+            ratio=_div(own_rise, cross_rise),
+            random_rise=random_rise,
+            own_over_random=_div(own_rise, random_rise),
+            n_diagonal_max=n_max,
+            n_langs=len(diag),
+            per_lang=per_lang,
+        )
+
+    def records(self) -> list[dict]:
+        """Long-format rows (one per cell and seed) for CSV: config, row, lang, loss fields."""
+        out = []
+
+        def add(row: str, lang: str, loss: LanguageLoss, seed: int | None) -> None:
+            base = self.baseline[lang].bits_per_byte
+            owner = lang if row == RANDOM_ROW else row  # a random set is matched to lang's
+            n_neurons = 0 if row == "none" else self.n_neurons.get(owner, 0)
+            out.append(
+                {
+                    **self.meta,
+                    "mode": self.mode,
+                    "ablated": row,
+                    "seed": "" if seed is None else seed,
+                    "n_neurons": n_neurons,
+                    **loss.to_dict(),
+                    "delta_bits_per_byte": loss.bits_per_byte - base,
+                }
+            )
+
+        for lang in self.langs:
+            add("none", lang, self.baseline[lang], None)
+        for row in self.rows:
+            for lang, loss in self.ablated.get(row, {}).items():
+                add(row, lang, loss, None)
+        for lang, losses in self.random.items():
+            for seed, loss in enumerate(losses):
+                add(RANDOM_ROW, lang, loss, seed)
+        return out
+
+
+def _seed_for(seed: int, lang: str, index: int) -> int:
+    """A seed per (language, repetition) that does not depend on the other languages."""
+    return (seed * 1_000_003 + zlib.crc32(lang.encode()) + 7919 * index) % (2**63)
+
+
+def ablation_matrix(
+    model,
+    encoded: Mapping[str, EncodedTexts],
+    neuron_sets: Mapping[str, NeuronMask],
+    mode: AblationMode = "zero",
+    *,
+    mean: Float[Tensor, "layer d_mlp"] | None = None,
+    n_seeds: int = 3,
+    seed: int = 0,
+    baseline: Mapping[str, LanguageLoss] | None = None,
+    meta: dict | None = None,
+) -> AblationMatrix:
+    """Evaluate every language under the ablation of every language's neuron set.
+
+    Args:
+        model: A TransformerBridge.
+        encoded: Held-out evaluation texts per language, tokenized once
+            (:func:`mlinguality.ablation.evaluation.encode_languages`); the columns.
+        neuron_sets: ``[layer, d_mlp]`` mask per language; the rows. An empty set is skipped
+            with a warning (its row stays NaN).
+        mode: ``"zero"`` or ``"mean"`` (needs ``mean``, see :func:`mlinguality.ablation.hooks.mean_activation`).
+        mean: Mean activation targets for ``mode="mean"``.
+        n_seeds: Random matched controls per language (0 for none).
+        seed: Base seed of the random controls.
+        baseline: Losses without ablation on the same ``encoded`` (computed if None; pass them in
+            to share one baseline among several matrices).
+        meta: Configuration labels kept with the result.
+
+    Raises:
+        MlingualityError: no languages, or a baseline missing an evaluation language.
+    """
+    if not encoded or not neuron_sets:
+        raise MlingualityError("ablation_matrix: needs evaluation texts and neuron sets")
+    langs = list(encoded)
+    if baseline is None:
+        baseline = evaluate_languages(model, dict(encoded))
+    missing = [lang for lang in langs if lang not in baseline]
+    if missing:
+        raise MlingualityError(f"ablation_matrix: baseline lacks {', '.join(missing)}")
+    options = {"mode": mode, "mean": mean}
+    ablated: dict[str, dict[str, LanguageLoss]] = {}
+    random: dict[str, list[LanguageLoss]] = {}
+    n_neurons = {row: int(mask.sum()) for row, mask in neuron_sets.items()}
+    for row, mask in neuron_sets.items():
+        if not n_neurons[row]:
+            logger.warning("ablation_matrix: %s has no selected neurons; its row is empty", row)
+            continue
+        with ablate(model, mask, **options):
+            ablated[row] = {lang: evaluate(model, encoded[lang]) for lang in langs}
+        if row not in encoded:
+            continue
+        random[row] = []
+        for index in range(n_seeds):
+            generator = torch.Generator().manual_seed(_seed_for(seed, row, index))
+            with ablate(model, random_matched_mask(mask, generator), **options):
+                random[row].append(evaluate(model, encoded[row]))
+    logger.info(
+        "ablation matrix (%s, %s): %d rows x %d languages + %d random evaluations",
+        mode,
+        meta,
+        len(ablated),
+        len(langs),
+        sum(len(v) for v in random.values()),
+    )
+    return AblationMatrix(
+        langs=langs,
+        rows=list(neuron_sets),
+        mode=mode,
+        baseline={lang: baseline[lang] for lang in langs},
+        ablated=ablated,
+        random=random,
+        n_neurons=n_neurons,
+        meta=dict(meta or {}),
+    )
+
+
+def compare_selections(
+    model,
+    encoded: Mapping[str, EncodedTexts],
+    stats: Mapping[str, ActivationStats],
+    metrics: Sequence[str] = ("lape", "cohens_d"),
+    rates: Sequence[float] | Mapping[str, Sequence[float]] = (0.002, 0.01),
+    modes: Sequence[AblationMode] = ("zero", "mean"),
+    *,
+    n_seeds: int = 3,
+    seed: int = 0,
+    mean_weighting: Literal["language", "token"] = "language",
+) -> list[AblationMatrix]:
+    """One :func:`ablation_matrix` per (selection metric, rate, mode), sharing one baseline.
+
+    Neurons are selected from ``stats`` (collected on the ``select`` split) with
+    ``mlinguality.selectivity.selection.select_language_neurons(stats, metric=..., top_rate=rate)``; the
+    mean of ``mode="mean"`` is :func:`mlinguality.ablation.hooks.mean_activation` of ``stats``.
+    Evaluate on ``encoded`` built from the held-out ``eval`` split, never the select texts.
+    ``rates`` may differ per metric (``{"lape": [0.01], "cohens_d": [0.002]}``): LAPE's
+    ``top_rate`` is a share of all neurons shared out among languages, the other metrics' a share
+    per language.
+    """
+    from mlinguality.selectivity.selection import select_language_neurons
+
+    baseline = evaluate_languages(model, dict(encoded))
+    mean = mean_activation(stats, mean_weighting)
+    matrices = []
+    for metric in metrics:
+        for rate in rates[metric] if isinstance(rates, Mapping) else rates:
+            sets = select_language_neurons(dict(stats), metric=metric, top_rate=rate)
+            sets = {lang: sets[lang] for lang in encoded if lang in sets}
+            for mode in modes:
+                matrices.append(
+                    ablation_matrix(
+                        model,
+                        encoded,
+                        sets,
+                        mode,
+                        mean=mean if mode == "mean" else None,
+                        n_seeds=n_seeds,
+                        seed=seed,
+                        baseline=baseline,
+                        meta={"metric": metric, "rate": rate},
+                    )
+                )
+    return matrices
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+def write_csv(matrices: Sequence[AblationMatrix], path: str | Path) -> Path:
+    """All cells of all matrices in one long CSV (see :meth:`AblationMatrix.records`)."""
+    rows = [record for matrix in matrices for record in matrix.records()]
+    if not rows:
+        raise MlingualityError("write_csv: no matrices")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _label(matrix: AblationMatrix) -> str:
+    parts = [f"{key}={value}" for key, value in matrix.meta.items()]
+    return ", ".join([*parts, f"mode={matrix.mode}"])
+
+
+def comparison_table(matrices: Sequence[AblationMatrix]) -> str:
+    """A Markdown table with one line per matrix: its configuration and diagonal dominance."""
+    keys = list(dict.fromkeys(key for matrix in matrices for key in matrix.meta))
+    header = [
+        *keys,
+        "mode",
+        "neurons/lang",
+        "own",
+        "cross",
+        "own/cross",
+        "random",
+        "own/random",
+        "diag max",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for matrix in matrices:
+        dom = matrix.dominance()
+        sizes = [n for n in matrix.n_neurons.values()]
+        cells = [str(matrix.meta.get(key, "")) for key in keys]
+        cells += [
+            matrix.mode,
+            f"{sum(sizes) / max(len(sizes), 1):.1f}",
+            f"{dom.own_rise:+.4f}",
+            f"{dom.cross_rise:+.4f}",
+            f"{dom.ratio:.2f}",
+            f"{dom.random_rise:+.4f}",
+            f"{dom.own_over_random:.1f}",
+            f"{dom.n_diagonal_max}/{dom.n_langs}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_matrices(matrices: Sequence[AblationMatrix], path: str | Path, ncols: int = 2) -> Path:
+    """Heatmaps of the change in bits per byte, one panel per matrix, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not matrices:
+        raise MlingualityError("plot_matrices: no matrices")
+    ncols = min(ncols, len(matrices))
+    nrows = math.ceil(len(matrices) / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4.6 * ncols, 3.9 * nrows), squeeze=False, constrained_layout=True
+    )
+    for ax, matrix in zip(axes.flat, matrices, strict=False):
+        delta = matrix.delta().numpy()
+        limit = float(abs(delta[~(delta != delta)]).max()) if (delta == delta).any() else 1.0
+        image = ax.imshow(delta, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+        for i in range(delta.shape[0]):
+            for j in range(delta.shape[1]):
+                if delta[i, j] == delta[i, j]:
+                    ax.text(j, i, f"{delta[i, j]:+.2f}", ha="center", va="center", fontsize=7)
+        base = matrix.baseline_bits_per_byte().tolist()
+        ax.set_xticks(range(len(matrix.langs)))
+        ax.set_xticklabels(
+            [f"{lang}\n{b:.2f}" for lang, b in zip(matrix.langs, base, strict=True)], fontsize=7
+        )
+        ax.set_yticks(range(len(matrix.row_labels)))
+        ax.set_yticklabels(
+            [f"{row} ({matrix.n_neurons.get(row, 0)})" for row in matrix.rows]
+            + ["random (matched)"],
+            fontsize=7,
+        )
+        ax.set_title(_label(matrix), fontsize=8)
+        ax.set_xlabel("evaluated language (baseline bits/byte)", fontsize=7)
+        ax.set_ylabel("ablated neurons of", fontsize=7)
+        fig.colorbar(image, ax=ax, shrink=0.8, label="Δ bits/byte")
+    for ax in list(axes.flat)[len(matrices) :]:
+        ax.axis("off")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,22 @@
+"""Stage 3: MLP activations over a corpus, streamed into mergeable per-language statistics.
+
+``batching`` tokenizes once and plans length-sorted batches; ``collect`` runs the hooks;
+``stats`` holds :class:`ActivationStats` (sums, counts, max; saved as safetensors).
+"""
+
+from mlinguality.activations.batching import pad_token_id, plan_batches, tokenize_texts
+from mlinguality.activations.collect import POSITIONS, collect, is_gated, word_final_agreement
+from mlinguality.activations.stats import ActivationStats, load_stats, save_stats
+
+__all__ = [
+    "POSITIONS",
+    "ActivationStats",
+    "collect",
+    "is_gated",
+    "load_stats",
+    "pad_token_id",
+    "plan_batches",
+    "save_stats",
+    "tokenize_texts",
+    "word_final_agreement",
+]

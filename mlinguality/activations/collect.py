@@ -1,0 +1,450 @@
+"""Stage 3: stream MLP key activations into per-language sufficient statistics.
+
+:func:`collect` runs the model over each language of a parallel corpus in length-sorted batches.
+Hooks on ``blocks.{L}.mlp.hook_post`` (and ``hook_pre``, the gate pre-activation of gated MLPs)
+reduce each batch in place into :class:`~mlinguality.activations.stats.ActivationStats`; the raw activations
+are never kept. The forward pass ends as soon as the last layer's hook has fired, so the final
+norm and the unembedding (most of the FLOPs of a 262k-vocabulary model) never run.
+
+Which positions count (``positions``):
+
+- ``all``: every real token; ``last``: the last real token; ``word_final``: the last token of each
+  whitespace word. In a causal model the activation at position ``i`` depends only on tokens
+  ``<= i``, so one pass gives the numbers of the seed authors' one-forward-per-word-prefix loop
+  (:func:`word_final_prefix_loop`), up to tokenizer boundary effects (docs/method.md).
+- Padding never counts. BOS is excluded by default: its activation is the same for every text
+  of every language (it sees only itself), so it adds identical mass to every language's
+  statistics and dilutes differences; ``include_bos=True`` keeps it.
+
+A run with ``checkpoint_dir`` saves each language's partial statistics atomically (at most every
+``checkpoint_every_s`` seconds, and when a language finishes); a run killed midway resumes from
+there and ends with exactly the statistics of an uninterrupted run (same batches, same order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import einops
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from mlinguality.activations.batching import (
+    Batch,
+    PaddingSide,
+    Positions,
+    TokenizedText,
+    pad_batch,
+    pad_token_id,
+    plan_batches,
+    position_mask,
+    tokenize_texts,
+    word_end_tokens,
+)
+from mlinguality.activations.stats import ActivationStats
+from mlinguality.errors import MlingualityError
+from mlinguality.types import HOOK_POST, HOOK_PRE, HOOK_PRE_LINEAR, hook_post_name, hook_pre_name
+
+logger = logging.getLogger(__name__)
+
+POSITIONS = ("all", "last", "word_final")
+
+
+class _StopForward(Exception):
+    """Raised from the last needed hook to leave the forward pass early."""
+
+
+def is_gated(model) -> bool:
+    """True for gated MLPs (Gemma, Llama, Qwen): hook_post = act(gate) * up."""
+    return HOOK_PRE_LINEAR.format(layer=0) in model.hook_dict
+
+
+class _BatchReducer:
+    """Hook functions that fold one batch's activations into running statistics.
+
+    Each hook gathers the counted positions into a ``[token, d_mlp]`` matrix (one copy of the
+    kept rows, float32) and reduces that: padding and uncounted positions cost nothing further.
+    Each batch is summed in float32 and the batch sums accumulate in float64.
+    """
+
+    def __init__(self, stats: ActivationStats, n_layers: int, per_example: bool):
+        self.stats = stats
+        self.n_layers = n_layers
+        self.per_example = per_example
+        self.kept: Tensor | None = None
+        self.example_of_kept: Tensor | None = None
+        self.counts: Tensor | None = None
+        self.rows: Tensor | None = None
+        self.fired: set[int] = set()
+        self.gate_fired: set[int] = set()
+
+    def start(self, mask: Bool[Tensor, "batch pos"], rows: Sequence[int]) -> None:
+        """Prepare for a batch: which flattened (batch*pos) positions count, and whose they are."""
+        self.kept = mask.flatten().nonzero().squeeze(-1)
+        self.example_of_kept = self.kept // mask.shape[1]
+        self.counts = einops.reduce(mask.long(), "batch pos -> batch", "sum")
+        self.rows = torch.as_tensor(list(rows), dtype=torch.long)
+        self.fired = set()
+        self.gate_fired = set()
+
+    def _gather(self, acts: Float[Tensor, "batch pos d_mlp"]) -> Float[Tensor, "token d_mlp"]:
+        flat = einops.rearrange(acts.detach(), "batch pos d_mlp -> (batch pos) d_mlp")
+        return flat.index_select(0, self.kept).float()
+
+    def post_hook(self, layer: int):
+        def hook(acts: Float[Tensor, "batch pos d_mlp"], hook) -> None:
+            self._reduce_post(layer, self._gather(acts))
+            self.fired.add(layer)
+            if layer == self.n_layers - 1:  # the gate hooks (hook_pre) of every layer fired before
+                raise _StopForward
+
+        return hook
+
+    def pre_hook(self, layer: int):
+        def hook(pre: Float[Tensor, "batch pos d_mlp"], hook) -> None:
+            self.stats.n_gate_positive[layer] += _count_positive(self._gather(pre)).cpu()
+            self.gate_fired.add(layer)
+
+        return hook
+
+    def _reduce_post(self, layer: int, kept: Float[Tensor, "token d_mlp"]) -> None:
+        stats = self.stats
+        if kept.shape[0] == 0:
+            return
+        # one batch sums in float32 (<= batch_tokens terms); batches accumulate in float64
+        stats.sum[layer] += kept.sum(0).double().cpu()  # [token d_mlp] -> [d_mlp]
+        stats.sum_sq[layer] += (kept * kept).sum(0).double().cpu()
+        stats.n_positive[layer] += _count_positive(kept).cpu()
+        stats.max[layer] = torch.maximum(stats.max[layer], kept.amax(0).cpu())
+        if self.per_example:
+            n_rows = self.counts.shape[0]
+            sums = kept.new_zeros((n_rows, kept.shape[1])).index_add_(0, self.example_of_kept, kept)
+            hits = kept.new_zeros((n_rows, kept.shape[1])).index_add_(
+                0, self.example_of_kept, (kept > 0).float()
+            )
+            counts = self.counts.clamp_min(1).to(kept.dtype)[:, None]
+            stats.example_mean[self.rows, layer] = (sums / counts).cpu()
+            stats.example_frac_positive[self.rows, layer] = (hits / counts).cpu()
+
+
+def _count_positive(kept: Float[Tensor, "token d_mlp"]) -> Int[Tensor, " d_mlp"]:
+    """Per-neuron count of entries > 0 (summing bytes as int32: ~3x faster than bool -> int64)."""
+    return (kept > 0).view(torch.uint8).sum(0, dtype=torch.int32).long()
+
+
+def collect(
+    model,
+    corpus,
+    langs: Sequence[str] | None = None,
+    positions: str = "all",
+    include_bos: bool = False,
+    per_example: bool = False,
+    batch_tokens: int = 4096,
+    max_batch_size: int = 64,
+    padding_side: str = "right",
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every_s: float = 60.0,
+    progress: bool = True,
+) -> dict[str, ActivationStats]:
+    """Per-language activation statistics of every MLP neuron over ``corpus``.
+
+    Choices are plain strings (checked here, with a one-line error) rather than ``Literal`` types,
+    so that a bad value from a config or script gets a readable message.
+
+    Args:
+        model: A TransformerBridge from :func:`mlinguality.load_model`.
+        corpus: A ParallelCorpus (anything with ``.ids`` and ``.texts(lang)``).
+        langs: Languages to collect (default: all of the corpus's).
+        positions: ``"all"``, ``"last"`` or ``"word_final"`` (see the module docstring).
+        include_bos: Count the BOS position too.
+        per_example: Also keep the per-example mean and share of positive activations
+            (``[example, layer, d_mlp]``, float32), needed by per-example metrics and tests.
+        batch_tokens: Padded tokens per batch (batch size x longest example).
+        max_batch_size: Upper bound on examples per batch.
+        padding_side: ``"right"`` or ``"left"``; the statistics are the same either way.
+        checkpoint_dir: Where to save and resume partial statistics (one file per language).
+        checkpoint_every_s: Minimum seconds between checkpoints of one language.
+        progress: Show a progress bar over tokens.
+
+    Returns:
+        ``{lang: ActivationStats}`` in the order of ``langs``.
+
+    >>> from mlinguality import TinyModelConfig, load_model
+    >>> model = load_model(TinyModelConfig(n_layers=2, d_mlp=64))
+    >>> class Corpus:
+    ...     ids = ["a", "b"]
+    ...     def texts(self, lang):
+    ...         return {"en": ["Blessed are they", "Amen"], "fr": ["Heureux", "Amen"]}[lang]
+    >>> stats = collect(model, Corpus(), ["en", "fr"], progress=False)
+    >>> stats["en"].n_tokens == sum(len(model.tokenizer(t).input_ids) - 1 for t in Corpus().texts("en"))
+    True
+    """
+    if positions not in POSITIONS:
+        raise MlingualityError(f"positions: unknown {positions!r}; choose one of {POSITIONS}")
+    if padding_side not in ("left", "right"):
+        raise MlingualityError(f"padding_side: unknown {padding_side!r}; choose 'left' or 'right'")
+    langs = list(langs if langs is not None else corpus.langs)
+    ids = [str(example_id) for example_id in corpus.ids]
+    tokenized = {
+        lang: tokenize_texts(
+            model.tokenizer, corpus.texts(lang), word_final=positions == "word_final"
+        )
+        for lang in langs
+    }
+    if positions == "word_final":
+        _warn_if_few_words(corpus, langs)
+    total = sum(len(text.ids) for texts in tokenized.values() for text in texts)
+    bar = _progress_bar(total, progress)
+    result = {}
+    try:
+        for lang in langs:
+            result[lang] = _collect_language(
+                model,
+                lang,
+                ids,
+                tokenized[lang],
+                positions=positions,
+                include_bos=include_bos,
+                per_example=per_example,
+                batch_tokens=batch_tokens,
+                max_batch_size=max_batch_size,
+                padding_side=padding_side,
+                checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
+                checkpoint_every_s=checkpoint_every_s,
+                bar=bar,
+            )
+    finally:
+        bar.close()
+    return result
+
+
+def _collect_language(
+    model,
+    lang: str,
+    ids: list[str],
+    texts: list[TokenizedText],
+    *,
+    positions: Positions,
+    include_bos: bool,
+    per_example: bool,
+    batch_tokens: int,
+    max_batch_size: int,
+    padding_side: PaddingSide,
+    checkpoint_dir: Path | None,
+    checkpoint_every_s: float,
+    bar,
+) -> ActivationStats:
+    n_layers, d_mlp = model.cfg.n_layers, model.cfg.d_mlp
+    gated = is_gated(model)
+    batches = plan_batches([len(text.ids) for text in texts], batch_tokens, max_batch_size)
+    meta = {
+        "model": str(getattr(model.cfg, "model_name", "")),
+        "n_layers": n_layers,
+        "d_mlp": d_mlp,
+        "positions": positions,
+        "include_bos": include_bos,
+        "per_example": per_example,
+        "hook": HOOK_POST.replace("{layer}", "{L}"),
+        "gate_hook": HOOK_PRE.replace("{layer}", "{L}") if gated else None,
+        "dtype": str(next(model.parameters()).dtype),
+        "plan": _fingerprint(ids, texts, batches),
+    }
+    checkpoint = checkpoint_dir / f"{lang}.safetensors" if checkpoint_dir else None
+    stats, done = _resume(checkpoint, meta) if checkpoint else (None, 0)
+    if stats is None:
+        stats = ActivationStats.empty(lang, n_layers, d_mlp, gated, meta)
+        stats.example_ids = list(ids)
+        stats.example_n_tokens = torch.zeros(len(ids), dtype=torch.long)
+        if per_example:
+            stats.example_mean = torch.zeros((len(ids), n_layers, d_mlp))
+            stats.example_frac_positive = torch.zeros((len(ids), n_layers, d_mlp))
+    bar.update(sum(len(texts[index].ids) for batch in batches[:done] for index in batch))
+    reducer = _BatchReducer(stats, n_layers, per_example)
+    hooks = [(hook_post_name(layer), reducer.post_hook(layer)) for layer in range(n_layers)]
+    if gated:
+        hooks += [(hook_pre_name(layer), reducer.pre_hook(layer)) for layer in range(n_layers)]
+    device, pad_id = model.cfg.device, pad_token_id(model.tokenizer)
+    last_save = time.monotonic()
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+        for batch_number in range(done, len(batches)):
+            batch = pad_batch(texts, batches[batch_number], pad_id, padding_side, device)
+            mask = position_mask(batch, texts, positions, include_bos)
+            reducer.start(mask, batch.indices)
+            _forward_to_last_hook(model, batch)
+            expected = set(range(n_layers))
+            if reducer.fired != expected or (gated and reducer.gate_fired != expected):
+                raise RuntimeError(f"hooks fired on layers {sorted(reducer.fired)} only")
+            counts = reducer.counts.cpu()
+            stats.example_n_tokens[batch.indices] = counts
+            stats.n_tokens += int(counts.sum())
+            bar.update(sum(batch.lengths))
+            if checkpoint and time.monotonic() - last_save >= checkpoint_every_s:
+                _save_checkpoint(stats, checkpoint, batch_number + 1)
+                last_save = time.monotonic()
+    if checkpoint:
+        _save_checkpoint(stats, checkpoint, len(batches))
+    stats.meta.pop("batches_done", None)
+    return stats
+
+
+def _forward_to_last_hook(model, batch: Batch) -> None:
+    """Run the model until the last layer's hook_post fires (it raises _StopForward)."""
+    try:
+        model(
+            batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            return_type=None,
+            use_cache=False,
+        )
+    except _StopForward:
+        return
+    raise RuntimeError("the forward pass ended without reaching the last layer's hook_post")
+
+
+def _fingerprint(ids: list[str], texts: list[TokenizedText], batches: list[list[int]]) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps([ids, [text.ids for text in texts], batches]).encode())
+    return digest.hexdigest()[:16]
+
+
+def _resume(checkpoint: Path, meta: dict) -> tuple[ActivationStats | None, int]:
+    if not checkpoint.exists():
+        return None, 0
+    stats = ActivationStats.load(checkpoint)
+    saved = {key: value for key, value in stats.meta.items() if key != "batches_done"}
+    if saved != meta:
+        changed = sorted(key for key in meta if saved.get(key) != meta[key])
+        raise MlingualityError(
+            f"checkpoint {checkpoint} was made with other settings ({', '.join(changed)}); "
+            "use a fresh checkpoint_dir or delete it"
+        )
+    done = int(stats.meta.get("batches_done", 0))
+    logger.info("resuming %s from %s after %d batches", stats.lang, checkpoint, done)
+    return stats, done
+
+
+def _save_checkpoint(stats: ActivationStats, path: Path, batches_done: int) -> None:
+    stats.meta["batches_done"] = batches_done
+    stats.save(path)
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="tok", unit_scale=True, desc="Collecting", disable=not enabled)
+
+
+def _warn_if_few_words(corpus, langs: Sequence[str]) -> None:
+    """word_final degenerates for scripts written without spaces (Chinese, Japanese, Thai)."""
+    counts = {lang: [len(text.split()) for text in corpus.texts(lang)] for lang in langs}
+    means = {lang: sum(c) / max(len(c), 1) for lang, c in counts.items()}
+    top = max(means.values(), default=0.0)
+    for lang, mean in means.items():
+        if top and mean < top / 4:
+            logger.warning(
+                "word_final: %s has %.1f whitespace words per example against %.1f in the "
+                "wordiest language (a script without spaces?); its word-final positions are few "
+                "and long. Consider positions='all' or 'last' for it.",
+                lang,
+                mean,
+                top,
+            )
+
+
+def hook_post_activations(
+    model, input_ids: Int[Tensor, "batch pos"], layers: Sequence[int]
+) -> Float[Tensor, "batch pos layer d_mlp"]:
+    """``hook_post`` of ``layers`` for unpadded ``input_ids``, leaving the forward after the last one."""
+    captured: dict[int, Tensor] = {}
+    last = max(layers)
+
+    def keep(layer: int):
+        def hook(acts: Float[Tensor, "batch pos d_mlp"], hook) -> None:
+            captured[layer] = acts.detach().float().cpu()
+            if layer == last:
+                raise _StopForward
+
+        return hook
+
+    hooks = [(hook_post_name(layer), keep(layer)) for layer in layers]
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks), contextlib.suppress(_StopForward):
+        model(input_ids.to(model.cfg.device), return_type=None, use_cache=False)
+    return torch.stack([captured[layer] for layer in layers], dim=2)
+
+
+def word_final_prefix_loop(
+    model, text: str, layers: Sequence[int] | None = None
+) -> Float[Tensor, "word layer d_mlp"]:
+    """The seed authors' reference: one forward per word prefix (batch 1), last token's hook_post.
+
+    Slow by design (one forward per word); :func:`collect` with ``positions="word_final"``
+    computes the same in one pass. Each forward still stops after the last needed layer, so
+    comparisons with the one pass measure the prefix loop itself, not the unembedding.
+    """
+    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    rows = []
+    for match in re.finditer(r"\S+", text):
+        ids = model.tokenizer(text[: match.end()], return_tensors="pt").input_ids
+        rows.append(hook_post_activations(model, ids, layers)[0, -1])
+    return torch.stack(rows)
+
+
+def word_final_agreement(model, texts: Sequence[str], layers: Sequence[int] | None = None) -> dict:
+    """Compare one-pass ``word_final`` positions with the prefix loop, word by word.
+
+    For each whitespace word, the prefix loop tokenises ``text[:word_end]`` on its own; the
+    one pass reads the word's last token inside the whole text. They see the same tokens unless
+    the tokenizer splits the prefix's end differently from the full text (a boundary effect).
+
+    Returns:
+        ``words``; ``same_tokens`` (words whose prefix tokenisation equals the full text's tokens
+        up to the word-final token); ``max_abs_diff_same_tokens`` (largest activation difference
+        over those words, float noise only); ``max_abs_diff_other`` (over the rest); ``examples``
+        (up to 5 mismatching prefixes with both tokenisations).
+    """
+    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    words = same = 0
+    diff_same = diff_other = 0.0
+    examples = []
+    for text in texts:
+        loop = word_final_prefix_loop(model, text, layers)
+        encoded = model.tokenizer(text, return_offsets_mapping=True)
+        token_ids = list(encoded.input_ids)
+        finals = word_end_tokens(text, encoded.offset_mapping)
+        full = hook_post_activations(model, torch.tensor([token_ids]), layers)[0]
+        ends = [match.end() for match in re.finditer(r"\S+", text)]
+        for word, (end, final) in enumerate(zip(ends, finals, strict=True)):
+            prefix_ids = model.tokenizer(text[:end]).input_ids
+            diff = (full[final] - loop[word]).abs().max().item()
+            words += 1
+            if prefix_ids == token_ids[: final + 1]:
+                same += 1
+                diff_same = max(diff_same, diff)
+            else:
+                diff_other = max(diff_other, diff)
+                if len(examples) < 5:
+                    examples.append(
+                        {
+                            "prefix": text[:end][-30:],
+                            "prefix_tail": model.tokenizer.convert_ids_to_tokens(prefix_ids[-2:]),
+                            "in_text": model.tokenizer.convert_ids_to_tokens(
+                                token_ids[max(final - 1, 0) : final + 2]
+                            ),
+                        }
+                    )
+    return {
+        "words": words,
+        "same_tokens": same,
+        "max_abs_diff_same_tokens": diff_same,
+        "max_abs_diff_other": diff_other,
+        "examples": examples,
+    }

@@ -1,0 +1,145 @@
+"""The ``mlinguality`` command line: a view of the library's stages and configs.
+
+Subcommands:
+    model check SPEC          load a model spec, validate it, print its shape
+    corpus info SOURCE ...    per-language counts, lengths and drops of a parallel corpus
+    run CONFIG [--set k=v]    collect -> score -> select -> ablate -> report into runs/NAME-TIME/
+    demo                      the main job (experiments/configs/paper.yaml)
+    sweep FILE.yaml           run a W&B sweep file locally (grid, random), no server needed
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from mlinguality.errors import MlingualityError
+
+logger = logging.getLogger("mlinguality")
+# The main job; when the package is installed without the repository, the RunConfig defaults
+# (which tests keep equal to this file) are used instead.
+_PAPER_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "paper.yaml"
+
+
+def _model_check(args: argparse.Namespace) -> int:
+    from mlinguality.model import load_model
+
+    model = load_model(args.spec, device=args.device, dtype=args.dtype)
+    sys.stdout.write(
+        f"{args.spec}: {model.cfg.n_layers} layers x d_mlp={model.cfg.d_mlp}, "
+        f"vocabulary {len(model.tokenizer)}\n"
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mlinguality.run.config import RunConfig, agent_overrides
+
+    overrides = list(args.set or []) + agent_overrides(args.extra)
+    if args.wandb:
+        overrides.append(f"tracking.wandb={args.wandb}")
+    if args.resume:
+        config = RunConfig.load(args.resume / "config.yaml").with_overrides(overrides)
+    else:
+        config = RunConfig.load(args.config) if args.config else RunConfig()
+        config = config.with_overrides(overrides)
+    from mlinguality.run.runner import run_experiment  # heavy imports only once the config is valid
+
+    run_dir = run_experiment(config, resume=args.resume)
+    sys.stdout.write(f"report: {run_dir / 'report.md'}\n")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from mlinguality.run.sweep import run_sweep
+
+    table = run_sweep(
+        args.file,
+        count=args.count,
+        output_dir=args.output_dir,
+        wandb_mode=args.wandb or "offline",
+        dry_run=args.dry_run,
+    )
+    sys.stdout.write(f"sweep table: {table}\n")
+    return 0
+
+
+def _add_run_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable); --SECTION.KEY=VALUE works too (wandb agent)",
+    )
+    command.add_argument("--wandb", choices=["online", "offline", "disabled"], default=None)
+    command.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run in its folder"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlinguality", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    model = commands.add_parser("model", help="load and validate a model").add_subparsers(
+        dest="action", required=True
+    )
+    check = model.add_parser("check", help="load SPEC and validate its MLP hooks and tokenizer")
+    check.add_argument("spec", help="gemma-3-270m, a local model directory, or a hub name")
+    check.add_argument("--device", default="cpu")
+    check.add_argument("--dtype", default="float32")
+    check.set_defaults(handler=_model_check)
+
+    from mlinguality.corpus.cli import add_corpus_commands
+
+    add_corpus_commands(commands)
+
+    run = commands.add_parser(
+        "run", help="run the whole pipeline from a YAML config", allow_abbrev=False
+    )
+    run.add_argument("config", nargs="?", type=Path, help="YAML under experiments/configs/")
+    _add_run_options(run)
+    run.set_defaults(handler=_run, accepts_overrides=True)
+    demo = commands.add_parser(
+        "demo", help="the main job: Gemma 3 270M, Bible, 5 languages", allow_abbrev=False
+    )
+    _add_run_options(demo)
+    demo.set_defaults(
+        handler=_run,
+        config=_PAPER_CONFIG if _PAPER_CONFIG.exists() else None,
+        accepts_overrides=True,
+    )
+    sweep = commands.add_parser("sweep", help="run a W&B sweep file locally (grid, random)")
+    sweep.add_argument("file", type=Path)
+    sweep.add_argument("--count", type=int, help="number of runs (random; caps a grid)")
+    sweep.add_argument("--output-dir", default="runs")
+    sweep.add_argument("--wandb", choices=["offline", "disabled"], default=None)
+    sweep.add_argument("--dry-run", action="store_true", help="write the commands, run nothing")
+    sweep.set_defaults(handler=_sweep)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; bad input exits with status 2 and one line on stderr."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    args.extra = extra  # --section.key=value arguments, as `wandb agent` passes them
+    if args.extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(args.extra)}")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        status = args.handler(args)
+    except (MlingualityError, FileNotFoundError) as error:
+        sys.stderr.write(f"mlinguality: error: {error}\n")
+        sys.exit(2)
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

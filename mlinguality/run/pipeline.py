@@ -1,0 +1,209 @@
+"""The runner's four stage steps: read the inputs, call the library stage, write the files.
+
+Each step reads only the run folder (and, for collect and ablate, the model and corpus) and
+writes exactly the outputs :mod:`mlinguality.run.runner` lists for it, so any finished step can be
+reused from the folder or the stage cache. The science lives in the library modules
+(:mod:`~mlinguality.activations.collect`, :mod:`~mlinguality.selectivity.profile`, :mod:`~mlinguality.selectivity.selection`,
+:mod:`~mlinguality.ablation.hooks`, :mod:`~mlinguality.ablation.matrix`); nothing here computes a
+number of its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Bool
+from torch import Tensor
+
+from mlinguality.run.config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+
+def collect(config: RunConfig, inputs, run_dir: Path, checkpoints: Path) -> None:
+    """Activation statistics of the selection split -> ``stats/``, ``corpus.json``.
+
+    Partial statistics are checkpointed in ``checkpoints`` (removed when done), so a killed
+    collection resumes from there.
+    """
+    from mlinguality.activations.collect import collect as collect_stats
+    from mlinguality.activations.stats import save_stats
+
+    corpus, select, evaluate = inputs.splits
+    coll = config.collection
+    stats = collect_stats(
+        inputs.model,
+        select,
+        config.corpus.langs,
+        positions=coll.positions,
+        include_bos=coll.include_bos,
+        per_example=coll.per_example,
+        batch_tokens=coll.batch_tokens,
+        checkpoint_dir=checkpoints,
+        progress=True,
+    )
+    save_stats(stats, run_dir / "stats")
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    info = {
+        "source": corpus.source or config.corpus.source,
+        "langs": list(config.corpus.langs),
+        "translations": dict(corpus.translations),
+        "n_examples": len(corpus),
+        "n_select": len(select),
+        "n_eval": len(evaluate),
+        "drops": dict(corpus.drops),
+        "n_tokens": {lang: s.n_tokens for lang, s in stats.items()},
+        "example_ids": {"select": list(select.ids), "eval": list(evaluate.ids)},
+    }
+    (run_dir / "corpus.json").write_text(json.dumps(info, indent=1, ensure_ascii=False))
+
+
+def _load(config: RunConfig, run_dir: Path):
+    from mlinguality.activations.stats import load_stats
+
+    return load_stats(run_dir / "stats", list(config.corpus.langs))
+
+
+def score(config: RunConfig, run_dir: Path) -> None:
+    """Per-layer profile with permutation p-values -> ``layer_profile.csv``, ``u_shape.csv``."""
+    from mlinguality.selectivity.profile import selectivity_profile
+
+    sel = config.selectivity
+    pairs = [tuple(pair.split("-")) for pair in sel.pairs] if sel.pairs else None
+    profile = selectivity_profile(
+        _load(config, run_dir),
+        pairs=pairs,
+        metrics=sel.metrics,
+        n_permutations=sel.n_permutations,
+        n_bootstrap=sel.n_bootstrap,
+        seed=sel.seed,
+    )
+    profile.layers.to_csv(run_dir / "layer_profile.csv", index=False)
+    profile.u_shape.to_csv(run_dir / "u_shape.csv", index=False)
+
+
+def select(config: RunConfig, run_dir: Path) -> None:
+    """Language-specific neurons -> ``selectivity.csv`` (per language and layer), the masks."""
+    from safetensors.torch import save_file
+
+    from mlinguality.selectivity.selection import select_language_neurons
+
+    masks = select_language_neurons(
+        _load(config, run_dir),
+        metric=config.selectivity.select_metric,
+        top_rate=config.selectivity.top_rate,
+    )
+    with (run_dir / "selectivity.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["lang", "layer", "n_selected", "share_of_layer"])
+        for lang, mask in masks.items():
+            for layer, count in enumerate(mask.sum(dim=1).tolist()):
+                writer.writerow([lang, layer, count, count / mask.shape[1]])
+    tensors = {lang: mask.to(torch.uint8).contiguous() for lang, mask in masks.items()}
+    save_file(tensors, str(run_dir / "selected_neurons.safetensors"))
+
+
+def load_masks(run_dir: Path) -> dict[str, Bool[Tensor, "layer d_mlp"]]:
+    """The masks written by :func:`select` (safetensors keeps them in sorted key order)."""
+    from safetensors.torch import load_file
+
+    return {
+        lang: mask.bool()
+        for lang, mask in load_file(run_dir / "selected_neurons.safetensors").items()
+    }
+
+
+def ablate(config: RunConfig, inputs, run_dir: Path) -> None:
+    """Ablation matrix on the held-out split -> ``ablation.csv``, ``ablation.json``, heatmap."""
+    from tqdm.auto import tqdm
+
+    from mlinguality.ablation.evaluation import encode_languages, evaluate_languages
+    from mlinguality.ablation.hooks import mean_activation
+    from mlinguality.ablation.matrix import (
+        AblationMatrix,
+        ablation_matrix,
+        plot_matrices,
+        write_csv,
+    )
+
+    ab = config.ablation
+    _, _, held_out = inputs.splits
+    if ab.eval_limit is not None:
+        held_out = held_out.sample(ab.eval_limit, config.seed)
+    model = inputs.model
+    langs = list(config.corpus.langs)
+    encoded = encode_languages(
+        model.tokenizer,
+        {lang: held_out.texts(lang) for lang in langs},
+        batch_tokens=ab.batch_tokens,
+        device=config.model.device,
+    )
+    saved = load_masks(run_dir)
+    masks = {lang: saved[lang] for lang in langs if lang in saved}  # rows in config order
+    mean = mean_activation(_load(config, run_dir)) if ab.mode == "mean" else None
+    meta = {"metric": config.selectivity.select_metric, "top_rate": config.selectivity.top_rate}
+    with torch.no_grad():
+        baseline = evaluate_languages(model, encoded)
+        parts = []
+        # one row (a language's neurons ablated, every language evaluated) per step of the bar
+        for lang in tqdm(masks, desc="ablation rows", unit="row"):
+            parts.append(
+                ablation_matrix(
+                    model,
+                    encoded,
+                    {lang: masks[lang]},
+                    ab.mode,
+                    mean=mean,
+                    n_seeds=ab.n_random,
+                    seed=config.seed,
+                    baseline=baseline,
+                    meta=meta,
+                )
+            )
+    matrix = AblationMatrix(
+        langs=langs,
+        rows=list(masks),
+        mode=ab.mode,
+        baseline=baseline,
+        ablated={row: cells for part in parts for row, cells in part.ablated.items()},
+        random={lang: losses for part in parts for lang, losses in part.random.items()},
+        n_neurons={row: n for part in parts for row, n in part.n_neurons.items()},
+        meta=meta,
+    )
+    write_csv([matrix], run_dir / "ablation.csv")
+    plot_matrices([matrix], run_dir / "ablation.png", ncols=1)
+    dominance = matrix.dominance()
+    record = {
+        "mode": matrix.mode,
+        "langs": langs,
+        "rows": matrix.row_labels,
+        "n_neurons": matrix.n_neurons,
+        "n_eval_examples": len(held_out),
+        "eval_tokens": {lang: loss.n_tokens for lang, loss in baseline.items()},
+        "eval_bytes": {lang: loss.total_bytes for lang, loss in baseline.items()},
+        "baseline_bits_per_byte": {lang: loss.bits_per_byte for lang, loss in baseline.items()},
+        "bits_per_byte": _finite(matrix.bits_per_byte().tolist()),
+        "delta_bits_per_byte": _finite(matrix.delta().tolist()),
+        "random_deltas": {lang: matrix.random_deltas(lang) for lang in matrix.random},
+        "dominance": _finite(dominance.to_dict()),
+        "per_lang": _finite(dominance.per_lang),
+    }
+    (run_dir / "ablation.json").write_text(json.dumps(record, indent=1))
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf -> None, recursively (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,350 @@
+"""The last stage: ``summary.json``, ``report.md`` and its plots, from a run folder's files.
+
+Everything here reads the files the earlier stages wrote (never their in-memory objects), so a
+report can be rebuilt from any finished run folder: ``write_report(config, run_dir, ...)``.
+:func:`wandb_payload` turns the same files into what :mod:`mlinguality.run.tracking` logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlinguality.run.config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+
+def _read(run_dir: Path, name: str) -> Any:
+    path = run_dir / name
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()) if name.endswith(".json") else pd.read_csv(path)
+
+
+def _num(value: Any) -> float | None:
+    """A plain float, or None for missing/NaN (strict JSON)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def build_summary(
+    config: RunConfig, run_dir: Path, stages: dict, origins: dict, total_s: float
+) -> dict[str, Any]:
+    """The headline numbers, nested by namespace (``selectivity``, ``ablation``, ``perf``)."""
+    corpus = _read(run_dir, "corpus.json") or {}
+    u_shape = _read(run_dir, "u_shape.csv")
+    chosen = _read(run_dir, "selectivity.csv")
+    ablation = _read(run_dir, "ablation.json")
+    summary: dict[str, Any] = {
+        "run": {
+            "name": run_dir.name,
+            "model": config.model.spec,
+            "langs": list(config.corpus.langs),
+            "n_select": corpus.get("n_select"),
+            "n_eval": (ablation or {}).get("n_eval_examples", corpus.get("n_eval")),
+        }
+    }
+    sel: dict[str, Any] = {}
+    if u_shape is not None and len(u_shape):
+        headline = config.selectivity.metrics[0]
+        rows = u_shape[u_shape["metric"] == headline]
+        if not len(rows):
+            rows = u_shape
+            headline = str(rows["metric"].iloc[0])
+        sel["headline_metric"] = headline
+        sel["u_shape"] = _num(rows["u"].mean())
+        if "u_excess" in rows:  # U of the excess over the permutation null (chance per layer)
+            sel["u_shape_excess"] = _num(rows["u_excess"].mean())
+        sel["u_shape_max_p"] = _num(rows["p_value"].max())
+        sel["u_shape_by_pair"] = {
+            f"{row.metric}/{row.pair}": {
+                "u": _num(row.u),
+                "u_excess": _num(getattr(row, "u_excess", None)),
+                "p_value": _num(row.p_value),
+            }
+            for row in u_shape.itertuples()
+        }
+    if chosen is not None:
+        per_lang = chosen.groupby("lang", sort=False)["n_selected"].sum()
+        sel["n_selected"] = {str(lang): int(n) for lang, n in per_lang.items()}
+        sel["n_selected_total"] = int(per_lang.sum())
+    summary["selectivity"] = sel
+    if ablation is not None:
+        dominance = ablation["dominance"]
+        summary["ablation"] = {
+            "mode": ablation["mode"],
+            "diagonal_dominance": dominance["ratio"],
+            **{k: v for k, v in dominance.items() if k != "ratio"},
+            "baseline_bits_per_byte": ablation["baseline_bits_per_byte"],
+        }
+    perf: dict[str, Any] = {f"{name}_s": entry["seconds"] for name, entry in stages.items()}
+    perf["total_s"] = round(total_s, 3)
+    perf["reused"] = sorted(name for name, origin in origins.items() if origin != "computed")
+    if origins.get("collect") == "computed" and corpus.get("n_tokens"):
+        tokens = sum(corpus["n_tokens"].values())
+        perf["collect_tokens"] = tokens
+        perf["collect_tokens_per_s"] = round(tokens / max(stages["collect"]["seconds"], 1e-9), 1)
+    summary["perf"] = perf
+    return summary
+
+
+def flatten(summary: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> ``{"a/b/c": value}`` (lists kept as values)."""
+    flat: dict[str, Any] = {}
+    for key, value in summary.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+# --- plots -------------------------------------------------------------------------------------
+
+
+def plot_selected(chosen: pd.DataFrame, path: Path) -> Path:
+    """Language-specific neurons per layer, a line per language."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6, 3.2), constrained_layout=True)
+    for lang, group in chosen.groupby("lang", sort=False):
+        ax.plot(group["layer"], group["n_selected"], marker="o", ms=3, label=str(lang))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("layer")
+    ax.set_ylabel("selected neurons")
+    ax.set_title("Language-specific neurons per layer", fontsize=9)
+    ax.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --- report.md ---------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return format(value, spec) if isinstance(value, (int, float)) else str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
+def write_report(
+    config: RunConfig, run_dir: Path, stages: dict, origins: dict, total_s: float
+) -> dict[str, Any]:
+    """Write ``summary.json``, the plots and ``report.md``; return the summary."""
+    summary = build_summary(config, run_dir, stages, origins, total_s)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    profile = _read(run_dir, "layer_profile.csv")
+    u_shape = _read(run_dir, "u_shape.csv")
+    chosen = _read(run_dir, "selectivity.csv")
+    ablation = _read(run_dir, "ablation.json")
+    corpus = _read(run_dir, "corpus.json") or {}
+    if config.plots and profile is not None and len(profile):
+        from mlinguality.selectivity.plots import plot_profile_grid
+        from mlinguality.selectivity.profile import SelectivityProfile
+
+        plot_profile_grid(
+            SelectivityProfile(profile, u_shape),
+            run_dir / "plots" / "layer_profile.png",
+            title=f"{config.model.spec}: per-layer language selectivity",
+        )
+    if config.plots and chosen is not None and len(chosen):
+        plot_selected(chosen, run_dir / "plots" / "selected_neurons.png")
+
+    sel, perf = summary["selectivity"], summary["perf"]
+    lines = [
+        f"# mlinguality run `{run_dir.name}`",
+        "",
+        f"Model `{config.model.spec}` ({config.model.dtype}); corpus `{config.corpus.source}`"
+        + (f" ({config.corpus.books})" if config.corpus.books else "")
+        + f", languages {', '.join(config.corpus.langs)}; {corpus.get('n_select', '?')} aligned "
+        f"examples select neurons, {summary['run']['n_eval'] or '?'} held-out ones evaluate "
+        f"ablations. Positions: `{config.collection.positions}`. Reproduce: "
+        f"`mlinguality run {run_dir / 'config.yaml'}`.",
+    ]
+    if corpus.get("translations"):
+        names = ", ".join(f"{lang}: {name}" for lang, name in corpus["translations"].items())
+        lines += ["", f"Translations: {names}."]
+    lines += ["", "## Headline", ""]
+    if "u_shape" in sel:
+        lines.append(
+            f"- U-shape statistic (mean score of the first and last quarter of layers over the "
+            f"middle half; > 1 = edges more language-specific), `{sel['headline_metric']}` averaged "
+            f"over pairs: **{_fmt(sel['u_shape'])}** (largest permutation p over pairs: "
+            f"{_fmt(sel['u_shape_max_p'])}); U of the excess over the permutation null (what "
+            f"chance alone gives each layer): {_fmt(sel.get('u_shape_excess'))}."
+        )
+    if "n_selected" in sel:
+        counts = ", ".join(f"{lang} {n}" for lang, n in sel["n_selected"].items())
+        lines.append(
+            f"- Language-specific neurons (`{config.selectivity.select_metric}`, top rate "
+            f"{config.selectivity.top_rate}): {counts}."
+        )
+    if ablation is not None:
+        dom = ablation["dominance"]
+        lines.append(
+            f"- Ablation ({ablation['mode']}): own-language rise **{_fmt(dom['own_rise'], '+.4f')}** "
+            f"bits/byte vs cross-language {_fmt(dom['cross_rise'], '+.4f')} (ratio "
+            f"{_fmt(dom['ratio'], '.2f')}); matched random control {_fmt(dom['random_rise'], '+.4f')}; "
+            f"own set most harmful for {dom['n_diagonal_max']}/{dom['n_langs']} languages."
+        )
+    if u_shape is not None and len(u_shape):
+        lines += ["", "### U-shape by metric and pair", ""]
+        lines += [
+            "U = mean score of the first and last quarter of layers / mean of the middle half "
+            "(first, last: each quarter alone); excess U: the same on score minus its "
+            "permutation-null mean; p: share of permutations with a U at least as large.",
+            "",
+        ]
+        lines += _table(
+            ["metric", "pair", "U", "first", "last", "null mean U", "excess U", "p"],
+            [
+                [
+                    r.metric,
+                    r.pair,
+                    _fmt(r.u),
+                    _fmt(getattr(r, "u_first", None)),
+                    _fmt(getattr(r, "u_last", None)),
+                    _fmt(r.null_u_mean),
+                    _fmt(getattr(r, "u_excess", None)),
+                    _fmt(r.p_value),
+                ]
+                for r in u_shape.itertuples()
+            ],
+        )
+    if profile is not None and len(profile):
+        lines += ["", "## Per-layer profile", ""]
+        if config.plots:
+            lines += ["![per-layer profile](plots/layer_profile.png)", ""]
+        wide = profile.groupby(["layer", "metric"], sort=False)["value"].mean().unstack("metric")
+        lines.append("Score per layer (mean over pairs):")
+        lines.append("")
+        lines += _table(
+            ["layer", *map(str, wide.columns)],
+            [
+                [layer, *(_fmt(v) for v in row)]
+                for layer, row in zip(wide.index, wide.values, strict=True)
+            ],
+        )
+    if chosen is not None and len(chosen):
+        lines += ["", "## Language-specific neurons", ""]
+        if config.plots:
+            lines += ["![selected neurons per layer](plots/selected_neurons.png)", ""]
+        wide = chosen.pivot(index="layer", columns="lang", values="n_selected")
+        wide = wide[[lang for lang in config.corpus.langs if lang in wide.columns]]
+        lines += _table(
+            ["layer", *map(str, wide.columns)],
+            [[layer, *map(int, row)] for layer, row in zip(wide.index, wide.values, strict=True)],
+        )
+    if ablation is not None:
+        lines += ["", "## Ablation: change in bits per byte", ""]
+        lines += ["![ablation heatmap](ablation.png)", ""]
+        langs = ablation["langs"]
+        lines.append(
+            "Rows: whose neurons were ablated (`random`: matched random sets); columns: evaluated "
+            "language. Baseline bits per byte: "
+            + ", ".join(
+                f"{lang} {_fmt(ablation['baseline_bits_per_byte'][lang])}" for lang in langs
+            )
+            + "."
+        )
+        lines.append("")
+        lines += _table(
+            ["ablated \\ evaluated", *langs],
+            [
+                [
+                    f"{row} ({ablation['n_neurons'].get(row, 'matched')})",
+                    *(_fmt(v, "+.4f") for v in cells),
+                ]
+                for row, cells in zip(
+                    ablation["rows"], ablation["delta_bits_per_byte"], strict=True
+                )
+            ],
+        )
+    lines += ["", "## Run", ""]
+    lines += _table(
+        ["stage", "origin", "seconds"],
+        [
+            [name, origins.get(name, ""), _fmt(entry["seconds"], ".1f")]
+            for name, entry in stages.items()
+        ],
+    )
+    lines += ["", f"Total wall time: {_fmt(perf['total_s'], '.1f')} s."]
+    if "collect_tokens_per_s" in perf:
+        lines.append(
+            f"Collection: {perf['collect_tokens']} counted tokens, "
+            f"{_fmt(perf['collect_tokens_per_s'], '.0f')} tokens/s."
+        )
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return summary
+
+
+def wandb_payload(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """What the tracker logs: per-layer rows, tables, images and the flat summary."""
+    profile = _read(run_dir, "layer_profile.csv")
+    chosen = _read(run_dir, "selectivity.csv")
+    ablation = _read(run_dir, "ablation.json")
+    layers: dict[int, dict[str, Any]] = {}
+    if profile is not None:
+        for row in profile.itertuples():
+            layers.setdefault(int(row.layer), {"layer": int(row.layer)})[
+                f"selectivity/{row.metric}/{row.pair}"
+            ] = _num(row.value)
+    if chosen is not None:
+        for row in chosen.itertuples():
+            layers.setdefault(int(row.layer), {"layer": int(row.layer)})[
+                f"selectivity/n_selected/{row.lang}"
+            ] = int(row.n_selected)
+    tables: dict[str, tuple[list[str], list[list[Any]]]] = {}
+    if profile is not None:
+        clean = profile.astype(object).where(profile.notna(), None)
+        tables["selectivity/layer_profile"] = (list(profile.columns), clean.values.tolist())
+    if ablation is not None:
+        tables["ablation/matrix"] = (
+            ["ablated", *ablation["langs"]],
+            [
+                [row, *cells]
+                for row, cells in zip(
+                    ablation["rows"], ablation["delta_bits_per_byte"], strict=True
+                )
+            ],
+        )
+    images = {
+        key: run_dir / name
+        for key, name in (
+            ("selectivity/profile", "plots/layer_profile.png"),
+            ("selectivity/selected_neurons", "plots/selected_neurons.png"),
+            ("ablation/heatmap", "ablation.png"),
+        )
+        if (run_dir / name).exists()
+    }
+    flat = {
+        key: value
+        for key, value in flatten(summary).items()
+        if key.split("/")[0] in ("selectivity", "ablation", "perf")
+    }
+    return {
+        "layers": [layers[k] for k in sorted(layers)],
+        "tables": tables,
+        "images": images,
+        "summary": flat,
+    }

@@ -1,0 +1,324 @@
+"""Tests for mlinguality/ablation/hooks.py and mlinguality/ablation/matrix.py."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+
+import pytest
+import torch
+
+from mlinguality import TinyModelConfig, load_model
+from mlinguality.ablation.evaluation import encode_languages, evaluate
+from mlinguality.ablation.hooks import (
+    AblationError,
+    ablate,
+    ablation_hooks,
+    mask_from_pairs,
+    mean_activation,
+    random_matched_mask,
+)
+from mlinguality.ablation.matrix import (
+    ablation_matrix,
+    comparison_table,
+    plot_matrices,
+    write_csv,
+)
+from mlinguality.activations.stats import ActivationStats
+from mlinguality.errors import MlingualityError
+from tests.utils import assert_close
+
+SENTENCE = "Blessed are the peacemakers: for they shall be called the children of God."
+
+
+def _ids(model, text: str = SENTENCE) -> torch.Tensor:
+    return model.tokenizer([text], return_tensors="pt")["input_ids"]
+
+
+def _logits(model, ids) -> torch.Tensor:
+    with torch.no_grad():
+        return model(ids, return_type="logits")
+
+
+def _hf_with_zeroed_out_columns(model, layer: int, neurons: list[int]):
+    """Oracle: a copy of the plain transformers model with W_out rows of ``neurons`` zeroed."""
+    hf = copy.deepcopy(model.original_model)
+    with torch.no_grad():
+        if hasattr(hf, "model"):  # gated: down_proj.weight is [d_model, d_mlp]
+            hf.model.layers[layer].mlp.down_proj.weight[:, neurons] = 0.0
+        else:  # GPT-2 Conv1D: c_proj.weight is [d_mlp, d_model]
+            hf.transformer.h[layer].mlp.c_proj.weight[neurons, :] = 0.0
+    return hf
+
+
+@pytest.fixture(params=["gemma3", "gpt2"])
+def arch_model(request, tiny_model, tiny_gpt2):
+    return tiny_model if request.param == "gemma3" else tiny_gpt2
+
+
+@pytest.mark.parametrize("neurons", ["all", [0, 5, 17, 63]])
+def test_zero_ablation_equals_zeroed_w_out(arch_model, neurons):
+    model = arch_model
+    d_mlp = model.cfg.d_mlp
+    chosen = list(range(d_mlp)) if neurons == "all" else neurons
+    mask = mask_from_pairs([(1, n) for n in chosen], model.cfg.n_layers, d_mlp)
+    ids = _ids(model)
+    with torch.no_grad():
+        expected = _hf_with_zeroed_out_columns(model, 1, chosen)(ids).logits
+    with ablate(model, mask, mode="zero"):
+        via_context = _logits(model, ids)
+    hooks = ablation_hooks(model, mask, mode="zero")
+    with torch.no_grad():
+        via_run_with_hooks = model.run_with_hooks(ids, fwd_hooks=hooks)
+    hooks.verify()
+    assert_close(via_context, expected, "fp32_model")
+    assert_close(via_run_with_hooks, expected, "fp32_model")
+    assert (via_context - _logits(model, ids)).abs().max() > 1e-3, "the ablation must matter"
+
+
+def test_explicit_values_match_a_torch_hook_on_the_plain_model(tiny_model):
+    mask = mask_from_pairs([(0, 2), (0, 9), (1, 30)], 2, tiny_model.cfg.d_mlp)
+    values = torch.randn(2, tiny_model.cfg.d_mlp)
+    ids = _ids(tiny_model)
+    hf = copy.deepcopy(tiny_model.original_model)
+
+    def set_inputs(layer):
+        def hook(module, inputs):
+            x = inputs[0].clone()
+            x[..., mask[layer]] = values[layer, mask[layer]]
+            return (x,)
+
+        return hook
+
+    handles = [
+        hf.model.layers[layer].mlp.down_proj.register_forward_pre_hook(set_inputs(layer))
+        for layer in (0, 1)
+    ]
+    with torch.no_grad():
+        expected = hf(ids).logits
+    for handle in handles:
+        handle.remove()
+    with ablate(tiny_model, mask, mode="values", values=values):
+        actual = _logits(tiny_model, ids)
+    assert_close(actual, expected, "fp32_model")
+
+
+def test_mean_ablation_with_the_activation_itself_changes_nothing(tiny_model):
+    ids = _ids(tiny_model, "A")[:, :1]  # one token: its activation is the mean
+    names = [f"blocks.{layer}.mlp.hook_post" for layer in range(2)]
+    with torch.no_grad():
+        baseline, cache = tiny_model.run_with_cache(ids, names_filter=lambda n: n in names)
+    recorded = torch.stack([cache[name][0, 0] for name in names])  # [layer, d_mlp]
+    mask = torch.ones(2, tiny_model.cfg.d_mlp, dtype=torch.bool)
+    with ablate(tiny_model, mask, mode="mean", mean=recorded) as hooks:
+        same = _logits(tiny_model, ids)
+    assert_close(same, baseline, "fp32")
+    assert all(r.n_changed == 0 and r.n_written == 64 for r in hooks.records.values())
+    with ablate(tiny_model, mask, mode="mean", mean=recorded + 0.5) as hooks:
+        shifted = _logits(tiny_model, ids)
+    assert (shifted - baseline).abs().max() > 1e-3
+    assert all(r.n_changed == 64 for r in hooks.records.values())
+
+
+def test_hooks_are_removed_after_the_block_even_on_error(tiny_model):
+    mask = mask_from_pairs([(0, 1), (1, 2)], 2, tiny_model.cfg.d_mlp)
+    ids = _ids(tiny_model)
+    baseline = _logits(tiny_model, ids)
+    points = [tiny_model.hook_dict[f"blocks.{layer}.mlp.hook_post"] for layer in (0, 1)]
+    # the alias and the bridge's canonical name are one hook point
+    assert points[0] is tiny_model.hook_dict["blocks.0.mlp.out.hook_in"]
+    with ablate(tiny_model, mask):
+        assert all(len(point.fwd_hooks) == 2 for point in points)
+        inside = _logits(tiny_model, ids)
+    assert all(len(point.fwd_hooks) == 0 for point in points)
+    assert (inside - baseline).abs().max() > 1e-4
+    with pytest.raises(RuntimeError, match="boom"), ablate(tiny_model, mask):
+        raise RuntimeError("boom")
+    assert all(len(point.fwd_hooks) == 0 for point in points)
+    assert_close(_logits(tiny_model, ids), baseline, "exact")
+
+
+@pytest.mark.parametrize(
+    ("mask_pairs", "kwargs", "match"),
+    [
+        ([], {}, "empty neuron set"),
+        ([(0, 1)], {"hook_template": "blocks.{layer}.mlp.hook_nope"}, "no hook point"),
+        ([(0, 1)], {"mode": "mean"}, "needs mean"),
+        ([(0, 1)], {"mode": "values"}, "needs values"),
+        ([(0, 1)], {"mode": "zero", "values": 1.0}, "neither"),
+    ],
+)
+def test_bad_ablations_raise_the_documented_error(tiny_model, mask_pairs, kwargs, match):
+    mask = mask_from_pairs(mask_pairs, 2, tiny_model.cfg.d_mlp)
+    with pytest.raises(AblationError, match=match):
+        ablation_hooks(tiny_model, mask, **kwargs)
+    assert issubclass(AblationError, MlingualityError)
+
+
+def test_wrong_mask_shape_raises(tiny_model):
+    with pytest.raises(AblationError, match="bool"):
+        ablation_hooks(tiny_model, torch.ones(3, 64, dtype=torch.bool))
+    with pytest.raises(AblationError, match="outside"):
+        mask_from_pairs([(2, 0)], 2, 64)
+
+
+def test_verify_raises_when_a_targeted_layer_never_fires(tiny_model):
+    mask = mask_from_pairs([(0, 1), (1, 2)], 2, tiny_model.cfg.d_mlp)
+    with pytest.raises(AblationError, match="never fired"), ablate(tiny_model, mask):
+        pass  # no forward pass
+    hooks = ablation_hooks(tiny_model, mask)
+    with torch.no_grad():
+        tiny_model.run_with_hooks(_ids(tiny_model), fwd_hooks=hooks, stop_at_layer=1)
+    with pytest.raises(AblationError, match=r"never fired on blocks\.1\.mlp\.hook_post"):
+        hooks.verify()
+
+
+def test_verify_raises_when_the_write_does_not_reach_the_model(tiny_model):
+    mask = mask_from_pairs([(0, 1)], 2, tiny_model.cfg.d_mlp)
+    hooks = ablation_hooks(tiny_model, mask)
+    write, check = hooks
+    sabotage = (write[0], lambda act, hook: act + 1.0)  # a later hook undoing the write
+    with torch.no_grad():
+        tiny_model.run_with_hooks(_ids(tiny_model), fwd_hooks=[write, sabotage, check])
+    with pytest.raises(AblationError, match="not at their target"):
+        hooks.verify()
+
+
+def test_records_count_every_forward_and_reset(tiny_model):
+    mask = mask_from_pairs([(1, 4), (1, 5)], 2, tiny_model.cfg.d_mlp)
+    ids = _ids(tiny_model)
+    with ablate(tiny_model, mask) as hooks:
+        _logits(tiny_model, ids)
+        _logits(tiny_model, ids)
+    assert list(hooks.records) == [1]
+    record = hooks.records[1]
+    assert (record.calls, record.n_written) == (2, 2 * ids.shape[1] * 2)
+    assert 0 < record.n_changed <= record.n_written
+    hooks.reset()
+    with pytest.raises(AblationError, match="never fired"):
+        hooks.verify()
+
+
+def _stats(lang: str, n_tokens: int, mean_value: float) -> ActivationStats:
+    stats = ActivationStats.empty(lang, 2, 3, gated=True)
+    stats.n_tokens = n_tokens
+    stats.sum = torch.full((2, 3), mean_value * n_tokens, dtype=torch.float64)
+    return stats
+
+
+def test_mean_activation_language_and_token_weighting():
+    stats = {"en": _stats("en", 10, 1.0), "hi": _stats("hi", 30, 3.0)}
+    assert_close(mean_activation(stats), torch.full((2, 3), 2.0), "exact")
+    assert_close(mean_activation(stats, "token"), torch.full((2, 3), 2.5), "exact")
+    with pytest.raises(AblationError):
+        mean_activation({})
+
+
+def test_random_matched_mask_keeps_per_layer_counts():
+    mask = mask_from_pairs([(0, 1), (0, 2), (0, 3), (2, 7)], 3, 50)
+    first = random_matched_mask(mask, torch.Generator().manual_seed(1))
+    again = random_matched_mask(mask, torch.Generator().manual_seed(1))
+    other = random_matched_mask(mask, torch.Generator().manual_seed(2))
+    assert first.sum(dim=1).tolist() == [3, 0, 1]
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+# --- the matrix ------------------------------------------------------------------------------
+
+EVAL = {
+    "en": ["In the beginning God created the heaven.", "Jesus wept.", "Blessed are the meek."],
+    "fr": ["Au commencement, Dieu créa les cieux.", "Jésus pleura.", "Heureux les débonnaires."],
+    "ru": ["В начале сотворил Бог небо.", "Иисус прослезился.", "Блаженны кроткие."],
+}
+
+
+def test_ablation_matrix_cells_equal_direct_evaluation(tiny_model, tmp_path):
+    d_mlp = tiny_model.cfg.d_mlp
+    sets = {
+        "en": mask_from_pairs([(0, n) for n in range(0, 8)], 2, d_mlp),
+        "fr": mask_from_pairs([(1, n) for n in range(8, 20)], 2, d_mlp),
+        "ru": torch.zeros(2, d_mlp, dtype=torch.bool),  # empty: skipped, NaN row
+    }
+    encoded = encode_languages(tiny_model.tokenizer, EVAL)
+    matrix = ablation_matrix(tiny_model, encoded, sets, "zero", n_seeds=2, meta={"metric": "toy"})
+    with ablate(tiny_model, sets["fr"]):
+        direct = evaluate(tiny_model, encoded["ru"]).bits_per_byte
+    baseline = evaluate(tiny_model, encoded["ru"]).bits_per_byte
+    delta = matrix.delta()
+    assert delta.shape == (4, 3)  # en, fr, ru, random x en, fr, ru
+    assert math.isclose(float(delta[1, 2]), direct - baseline, rel_tol=1e-9, abs_tol=1e-12)
+    assert torch.isnan(delta[2]).all() and "ru" not in matrix.random
+    assert len(matrix.random["en"]) == 2
+    random_en = matrix.random_deltas("en")
+    assert math.isclose(float(delta[3, 0]), sum(random_en) / 2, rel_tol=1e-9)
+
+    dom = matrix.dominance()
+    own = [float(delta[0, 0]), float(delta[1, 1])]
+    cross = [float(delta[0, 1]), float(delta[0, 2]), float(delta[1, 0]), float(delta[1, 2])]
+    assert math.isclose(dom.own_rise, sum(own) / 2, rel_tol=1e-9)
+    assert math.isclose(dom.cross_rise, sum(cross) / 4, rel_tol=1e-9)
+    assert math.isclose(dom.ratio, dom.own_rise / dom.cross_rise, rel_tol=1e-9)
+    assert dom.n_langs == 2
+    expected_max = int(delta[0, 0] > delta[1, 0]) + int(delta[1, 1] > delta[0, 1])
+    assert dom.n_diagonal_max == expected_max
+
+    path = write_csv([matrix], tmp_path / "m.csv")
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == 3 + 2 * 3 + 2 * 2  # baseline + 2 rows x 3 langs + 2 random x 2 seeds
+    assert {row["metric"] for row in rows} == {"toy"}
+    fr_on_ru = next(r for r in rows if r["ablated"] == "fr" and r["lang"] == "ru")
+    assert math.isclose(float(fr_on_ru["delta_bits_per_byte"]), direct - baseline, rel_tol=1e-9)
+    assert int(fr_on_ru["n_neurons"]) == 12
+    assert "| toy | zero |" in comparison_table([matrix])
+    assert plot_matrices([matrix, matrix], tmp_path / "m.png").stat().st_size > 1000
+
+
+def test_ablation_matrix_mean_mode_uses_the_mean(tiny_gpt2):
+    d_mlp = tiny_gpt2.cfg.d_mlp
+    sets = {"en": mask_from_pairs([(0, 3)], 2, d_mlp), "fr": mask_from_pairs([(1, 4)], 2, d_mlp)}
+    encoded = encode_languages(tiny_gpt2.tokenizer, {k: EVAL[k] for k in ("en", "fr")})
+    mean = torch.randn(2, d_mlp)
+    matrix = ablation_matrix(tiny_gpt2, encoded, sets, "mean", mean=mean, n_seeds=0)
+    with ablate(tiny_gpt2, sets["en"], mode="mean", mean=mean):
+        direct = evaluate(tiny_gpt2, encoded["fr"]).bits_per_byte
+    assert math.isclose(matrix.ablated["en"]["fr"].bits_per_byte, direct, rel_tol=1e-12)
+    assert matrix.random == {"en": [], "fr": []}
+
+
+def test_small_model_tiny_config_runs_matrix_quickly():
+    model = load_model(TinyModelConfig(n_layers=1, d_mlp=16))
+    sets = {"en": mask_from_pairs([(0, 1)], 1, 16)}
+    encoded = encode_languages(model.tokenizer, {"en": EVAL["en"]})
+    matrix = ablation_matrix(model, encoded, sets, n_seeds=1)
+    assert math.isnan(matrix.dominance().cross_rise)  # one language: no cross pairs
+
+
+def test_compare_selections_one_matrix_per_config_with_selected_sets(tiny_model):
+    from mlinguality.ablation.matrix import compare_selections
+    from mlinguality.activations.collect import collect
+    from mlinguality.selectivity.selection import select_language_neurons
+
+    class Corpus:
+        ids = ["1", "2", "3"]
+
+        def texts(self, lang):
+            return EVAL[lang]
+
+    stats = collect(tiny_model, Corpus(), ["en", "fr"], progress=False)
+    encoded = encode_languages(tiny_model.tokenizer, {k: EVAL[k] for k in ("en", "fr")})
+    matrices = compare_selections(
+        tiny_model, encoded, stats, ["cohens_d"], [0.02, 0.05], ["zero", "mean"], n_seeds=1
+    )
+    assert [(m.meta["rate"], m.mode) for m in matrices] == [
+        (0.02, "zero"),
+        (0.02, "mean"),
+        (0.05, "zero"),
+        (0.05, "mean"),
+    ]
+    expected = select_language_neurons(stats, metric="cohens_d", top_rate=0.05)
+    assert matrices[2].n_neurons == {lang: int(mask.sum()) for lang, mask in expected.items()}
+    assert matrices[0].baseline["fr"] is matrices[3].baseline["fr"]  # one shared baseline
+    with ablate(tiny_model, expected["en"], mode="mean", mean=mean_activation(stats)):
+        direct = evaluate(tiny_model, encoded["fr"]).bits_per_byte
+    assert math.isclose(matrices[3].ablated["en"]["fr"].bits_per_byte, direct, rel_tol=1e-12)

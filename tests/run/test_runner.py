@@ -1,0 +1,370 @@
+"""End-to-end runs on a tiny model and a tiny JSONL corpus: files, oracles, reuse, resume, W&B."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlinguality.run.config import RunConfig
+from tests.utils import assert_close
+from tests.wandb_reader import read_offline_run
+
+_TEXTS = {
+    "en": [
+        "In the beginning God created the heaven and the earth.",
+        "And God said, Let there be light: and there was light.",
+        "Blessed are the peacemakers.",
+        "The Lord is my shepherd; I shall not want.",
+        "Love your neighbour as yourself.",
+        "Ask, and it shall be given you.",
+        "Let not your heart be troubled.",
+        "The truth shall make you free.",
+        "Jesus wept.",
+        "Rejoice evermore.",
+        "Pray without ceasing.",
+        "God is love.",
+    ],
+    "fr": [
+        "Au commencement, Dieu créa les cieux et la terre.",
+        "Dieu dit: Que la lumière soit! Et la lumière fut.",
+        "Heureux ceux qui procurent la paix.",
+        "L'Éternel est mon berger: je ne manquerai de rien.",
+        "Tu aimeras ton prochain comme toi-même.",
+        "Demandez, et l'on vous donnera.",
+        "Que votre cœur ne se trouble point.",
+        "La vérité vous affranchira.",
+        "Jésus pleura.",
+        "Soyez toujours joyeux.",
+        "Priez sans cesse.",
+        "Dieu est amour.",
+    ],
+    "ru": [
+        "В начале сотворил Бог небо и землю.",
+        "И сказал Бог: да будет свет. И стал свет.",
+        "Блаженны миротворцы.",
+        "Господь — Пастырь мой; я ни в чем не буду нуждаться.",
+        "Возлюби ближнего твоего, как самого себя.",
+        "Просите, и дано будет вам.",
+        "Да не смущается сердце ваше.",
+        "Истина сделает вас свободными.",
+        "Иисус прослезился.",
+        "Всегда радуйтесь.",
+        "Непрестанно молитесь.",
+        "Бог есть любовь.",
+    ],
+}
+LANGS = list(_TEXTS)
+
+
+def _write_corpus(path: Path) -> Path:
+    with path.open("w", encoding="utf-8") as handle:
+        for i in range(len(_TEXTS["en"])):
+            record = {"id": f"v{i}", **{lang: _TEXTS[lang][i] for lang in LANGS}}
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def _config(root: Path, **sections) -> RunConfig:
+    data = {
+        "name": "tiny",
+        "output_dir": str(root / "runs"),
+        "cache_dir": str(root / "cache"),
+        "plots": True,
+        "model": {"spec": "tiny"},
+        "corpus": {"source": str(root / "corpus.jsonl"), "langs": LANGS, "limit": None},
+        "collection": {"batch_tokens": 256},
+        "selectivity": {
+            "metrics": ["topk", "cohens_d", "lape"],
+            "top_rate": 0.05,
+            "n_permutations": 10,
+        },
+        "ablation": {"mode": "zero", "n_random": 1},
+        "tracking": {"wandb": "offline", "tags": ["unit"]},
+    }
+    for section, values in sections.items():
+        data[section] = {**data[section], **values} if isinstance(values, dict) else values
+    return RunConfig.from_dict(data)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """One full run, shared: everything computed, W&B offline."""
+    from mlinguality.run.runner import run_experiment
+
+    root = tmp_path_factory.mktemp("runner")
+    _write_corpus(root / "corpus.jsonl")
+    config = _config(root)
+    return root, config, run_experiment(config)
+
+
+def _stages(run_dir: Path) -> dict[str, str]:
+    return {
+        name: entry["origin"]
+        for name, entry in json.loads((run_dir / "stages.json").read_text()).items()
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny4():
+    from mlinguality import TinyModelConfig, load_model
+
+    # what model.spec "tiny" stands for (runner docs): 4 layers, d_mlp 64, seeded by config.seed
+    return load_model(
+        TinyModelConfig(architecture="gemma3", n_layers=4, d_model=32, d_mlp=64, seed=0)
+    )
+
+
+def _splits(root: Path):
+    from mlinguality.corpus import load_corpus
+
+    return load_corpus(str(root / "corpus.jsonl"), LANGS).split(0.5)
+
+
+def test_run_folder_holds_every_result(first_run):
+    _, config, run_dir = first_run
+    for name in (
+        "config.yaml",
+        "stats/en.safetensors",
+        "stats/ru.safetensors",
+        "layer_profile.csv",
+        "u_shape.csv",
+        "selectivity.csv",
+        "ablation.csv",
+        "ablation.json",
+        "ablation.png",
+        "summary.json",
+        "report.md",
+        "plots/layer_profile.png",
+        "plots/selected_neurons.png",
+    ):
+        assert (run_dir / name).exists(), name
+    assert RunConfig.load(run_dir / "config.yaml") == config
+    assert set(_stages(run_dir).values()) == {"computed"}
+    report = (run_dir / "report.md").read_text()
+    assert "![per-layer profile](plots/layer_profile.png)" in report
+    assert "![ablation heatmap](ablation.png)" in report
+
+
+def test_stats_are_those_of_the_selection_split(first_run, tiny4):
+    """Oracle: collection called directly on the held-in half of the same corpus."""
+    from mlinguality.activations.collect import collect
+    from mlinguality.activations.stats import load_stats
+
+    root, _, run_dir = first_run
+    select, held_out = _splits(root)
+    saved = load_stats(run_dir / "stats", LANGS)
+    direct = collect(tiny4, select, LANGS, per_example=True, progress=False)
+    for lang in LANGS:
+        assert saved[lang].example_ids == list(select.ids)
+        assert not set(saved[lang].example_ids) & set(held_out.ids)
+        assert saved[lang].n_tokens == direct[lang].n_tokens
+        assert_close(saved[lang].sum, direct[lang].sum, "fp32")
+
+
+def _naive_bits_per_byte(model, texts: list[str], hooks=()) -> float:
+    """One text at a time, no padding: NLL of every token after BOS, over UTF-8 bytes."""
+    nll, n_bytes = 0.0, 0
+    for text in texts:
+        ids = model.tokenizer(text, return_tensors="pt")["input_ids"]
+        assert ids[0, 0] == model.tokenizer.bos_token_id
+        with torch.no_grad():
+            logits = model.run_with_hooks(ids, fwd_hooks=list(hooks))
+        logprobs = torch.log_softmax(logits[0, :-1].double(), dim=-1)
+        nll -= float(logprobs.gather(-1, ids[0, 1:, None]).sum())
+        n_bytes += len(text.encode("utf-8"))
+    return nll / math.log(2) / n_bytes
+
+
+def test_ablation_numbers_match_a_naive_loop(first_run, tiny4):
+    """Baseline and one ablated cell recomputed text by text with a hand-written zeroing hook."""
+    from safetensors.torch import load_file
+
+    root, _, run_dir = first_run
+    _, held_out = _splits(root)
+    record = json.loads((run_dir / "ablation.json").read_text())
+    assert record["rows"] == [*LANGS, "random"] and record["langs"] == LANGS  # config order
+    model = tiny4
+    for lang in LANGS:
+        expected = _naive_bits_per_byte(model, held_out.texts(lang))
+        assert_close(record["baseline_bits_per_byte"][lang], expected, "fp32", msg=lang)
+    masks = {
+        lang: mask.bool()
+        for lang, mask in load_file(run_dir / "selected_neurons.safetensors").items()
+    }
+    row = max(masks, key=lambda lang: int(masks[lang].sum()))
+    assert masks[row].any(), "no neurons selected: the ablation oracle would be vacuous"
+
+    def zero(layer):
+        def hook(act, hook):
+            act[..., masks[row][layer]] = 0.0
+            return act
+
+        return hook
+
+    hooks = [(f"blocks.{layer}.mlp.hook_post", zero(layer)) for layer in range(masks[row].shape[0])]
+    i = record["rows"].index(row)
+    for j, lang in enumerate(record["langs"]):
+        expected = _naive_bits_per_byte(model, held_out.texts(lang), hooks)
+        assert_close(record["bits_per_byte"][i][j], expected, "fp32", msg=f"{row} -> {lang}")
+        assert record["delta_bits_per_byte"][i][j] == pytest.approx(
+            record["bits_per_byte"][i][j] - record["baseline_bits_per_byte"][lang]
+        )
+
+
+def test_selection_and_summary_agree_with_the_files(first_run):
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    from mlinguality.activations.stats import load_stats
+    from mlinguality.selectivity.selection import select_language_neurons
+
+    _, config, run_dir = first_run
+    masks = select_language_neurons(load_stats(run_dir / "stats", LANGS), "lape", top_rate=0.05)
+    saved = load_file(run_dir / "selected_neurons.safetensors")
+    table = pd.read_csv(run_dir / "selectivity.csv")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for lang in LANGS:
+        assert torch.equal(saved[lang].bool(), masks[lang])
+        per_layer = table[table["lang"] == lang].sort_values("layer")["n_selected"].tolist()
+        assert per_layer == masks[lang].sum(dim=1).tolist()
+        assert summary["selectivity"]["n_selected"][lang] == int(masks[lang].sum())
+    u_shape = pd.read_csv(run_dir / "u_shape.csv")
+    topk = u_shape[u_shape["metric"] == "topk"]
+    assert len(topk) == 2  # en-fr, en-ru: English against each other language
+    assert summary["selectivity"]["u_shape"] == pytest.approx(topk["u"].mean())
+    record = json.loads((run_dir / "ablation.json").read_text())
+    assert summary["ablation"]["diagonal_dominance"] == record["dominance"]["ratio"]
+    profile = pd.read_csv(run_dir / "layer_profile.csv")
+    assert sorted(profile["layer"].unique()) == [0, 1, 2, 3]
+
+
+def test_offline_wandb_run_mirrors_the_summary(first_run):
+    from mlinguality.run.report import flatten
+
+    _, config, run_dir = first_run
+    (folder,) = (run_dir / "wandb").glob("offline-run-*")
+    run = read_offline_run(folder)
+    assert run.name == run_dir.name and run.tags == ["unit"]
+    assert run.config["ablation"] == config.to_dict()["ablation"]
+    summary = flatten(json.loads((run_dir / "summary.json").read_text()))
+    for key in (
+        "selectivity/u_shape",
+        "ablation/diagonal_dominance",
+        "ablation/own_rise",
+        "perf/total_s",
+    ):
+        assert run.summary[key] == pytest.approx(summary[key]), key
+    assert run.summary["ablation/matrix/_type"] == "table-file"
+    assert run.summary["ablation/heatmap/_type"] == "image-file"
+    per_layer = [row for row in run.history if "selectivity/topk/en-ru" in row]
+    assert [row["layer"] for row in per_layer] == [0, 1, 2, 3]
+
+
+def test_cli_rerun_reuses_stages_from_the_cache(first_run, capsys):
+    """`mlinguality run CONFIG --selectivity.top_rate=...`: collection and scoring come from the
+    cache, selection is recomputed (ablation and plots off to keep it fast)."""
+    import mlinguality.run.cli as cli
+
+    root, config, first_dir = first_run
+    path = root / "cli.yaml"
+    config.dump(path)
+    argv = ["run", str(path), "--selectivity.top_rate=0.1", "--name=viacli", "--set", "plots=false"]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*argv, "--ablation.enabled=false", "--wandb", "disabled"])
+    assert exit_.value.code == 0
+    (run_dir,) = Path(config.output_dir).glob("viacli-*")
+    assert capsys.readouterr().out.strip() == f"report: {run_dir / 'report.md'}"
+    resolved = RunConfig.load(run_dir / "config.yaml")
+    assert resolved.selectivity.top_rate == 0.1 and resolved.tracking.wandb == "disabled"
+    origins = _stages(run_dir)
+    assert origins["collect"].startswith("cache:collect-") and origins["score"].startswith(
+        "cache:score-"
+    )
+    assert origins["select"] == "computed" and "ablate" not in origins
+    assert (run_dir / "stats" / "en.safetensors").read_bytes() == (
+        first_dir / "stats" / "en.safetensors"
+    ).read_bytes()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    first = json.loads((first_dir / "summary.json").read_text())
+    assert summary["selectivity"]["n_selected_total"] > first["selectivity"]["n_selected_total"]
+    assert not (run_dir / "wandb").exists() and not (run_dir / "plots").exists()
+
+
+def _keys(run_dir: Path) -> dict[str, str]:
+    return {
+        name: entry["key"]
+        for name, entry in json.loads((run_dir / "stages.json").read_text()).items()
+    }
+
+
+def test_wandb_failure_keeps_local_results(first_run, monkeypatch, caplog):
+    import wandb
+
+    from mlinguality.run.runner import run_experiment
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("api.wandb.ai unreachable")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    _, config, _ = first_run
+    with caplog.at_level(logging.WARNING):
+        run_dir = run_experiment(config.with_overrides(["tracking.wandb=online", "plots=false"]))
+    assert _stages(run_dir) == {name: f"cache:{name}-{key}" for name, key in _keys(run_dir).items()}
+    assert json.loads((run_dir / "summary.json").read_text())["ablation"]["n_langs"] >= 1
+    assert "## Ablation" in (run_dir / "report.md").read_text()
+    assert any(
+        "W&B init failed (api.wandb.ai unreachable)" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_interrupted_run_resumes_where_it_stopped(first_run, monkeypatch):
+    import mlinguality.run.pipeline as pipeline
+    from mlinguality.run.runner import run_experiment
+
+    _, config, _ = first_run
+    overrides = ["selectivity.top_rate=0.2", "ablation.enabled=false", "plots=false", "name=crash"]
+    config = config.with_overrides([*overrides, "tracking.wandb=disabled"])
+    real_select = pipeline.select
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "select", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config)
+    (run_dir,) = Path(config.output_dir).glob("crash-*")
+    before = json.loads((run_dir / "stages.json").read_text())
+    assert set(before) == {"collect", "score"}
+    monkeypatch.setattr(pipeline, "select", real_select)
+    assert run_experiment(config, resume=run_dir) == run_dir
+    after = json.loads((run_dir / "stages.json").read_text())
+    assert {k: after[k] for k in before} == before  # finished stages were not redone
+    assert after["select"]["origin"] == "computed"
+    report = (run_dir / "report.md").read_text()
+    assert "| collect | resumed |" in report and "| select | computed |" in report
+
+
+def test_recomputing_a_stage_in_place_leaves_the_cache_intact(first_run):
+    """Outputs linked from the cache are replaced, not overwritten, when a resumed run's
+    settings change (writing through a hard link would corrupt the cache entry)."""
+    from mlinguality.run.runner import run_experiment
+
+    _, config, _ = first_run
+    config = config.with_overrides(
+        ["selectivity.top_rate=0.02", "ablation.enabled=false", "plots=false", "name=inplace"]
+    )
+    run_dir = run_experiment(config.with_overrides(["tracking.wandb=disabled"]))
+    key = _keys(run_dir)["select"]
+    cached = Path(config.cache_dir) / f"select-{key}" / "selectivity.csv"
+    before = cached.read_bytes()
+    assert (run_dir / "selectivity.csv").read_bytes() == before
+    changed = config.with_overrides(["selectivity.top_rate=0.1", "tracking.wandb=disabled"])
+    run_experiment(changed, resume=run_dir)
+    assert _keys(run_dir)["select"] != key
+    assert (run_dir / "selectivity.csv").read_bytes() != before  # recomputed in the run folder
+    assert cached.read_bytes() == before  # the cache entry of the old settings is untouched

@@ -1,0 +1,120 @@
+"""Tracker: mode resolution, offline run files read back with wandb's protobufs, failure safety."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from mlinguality.run.config import RunConfig, TrackingConfig
+from mlinguality.run.tracking import Tracker, has_api_key, resolve_mode
+from tests.wandb_reader import read_offline_run
+
+
+@pytest.fixture
+def no_key(monkeypatch, tmp_path):
+    """No API key anywhere: empty env, an empty netrc, no WANDB_MODE."""
+    (tmp_path / "netrc").write_text("")
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+
+
+def test_auto_mode_is_offline_without_a_key(no_key):
+    assert not has_api_key()
+    assert resolve_mode("auto") == "offline"
+
+
+def test_auto_mode_is_online_with_a_key(no_key, monkeypatch, tmp_path):
+    (tmp_path / "netrc").write_text("machine api.wandb.ai login user password abc123\n")
+    assert has_api_key()
+    assert resolve_mode("auto") == "online"
+    (tmp_path / "netrc").write_text("")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_mode("auto") == "online"
+
+
+def test_auto_mode_follows_wandb_mode_and_explicit_wins(no_key, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_mode("auto") == "disabled"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert resolve_mode("auto") == "offline"
+    assert resolve_mode("online") == "online"
+    assert resolve_mode("disabled") == "disabled"
+
+
+def _track(tmp_path, config: TrackingConfig) -> Tracker:
+    tracker = Tracker(config, RunConfig().to_dict(), tmp_path, name="unit")
+    tracker.start()
+    tracker.log_layers([{"layer": layer, "selectivity/lape/en": 0.5 + layer} for layer in range(3)])
+    tracker.log_table(
+        "ablation/matrix", ["ablated", "en", "ru"], [["en", 0.3, 0.01], ["ru", 0.02, 0.4]]
+    )
+    tracker.set_summary(
+        {"selectivity/u_shape": 1.25, "ablation/diagonal_dominance": 0.33, "perf/seconds": 2.0}
+    )
+    return tracker
+
+
+def test_offline_run_files_hold_config_history_and_summary(tmp_path):
+    tracker = _track(tmp_path, TrackingConfig(wandb="offline", group="g1", tags=["unit"]))
+    assert tracker.active
+    tracker.finish()
+    folder = tracker.offline_dir
+    assert folder is not None and folder.parent == tmp_path / "wandb"
+    run = read_offline_run(folder)
+    assert run.group == "g1" and run.tags == ["unit"] and run.name == "unit"
+    assert run.exit_code == 0
+    # the config is the whole nested run config
+    config = {k: v for k, v in run.config.items() if not k.startswith("_")}
+    assert config == RunConfig().to_dict()
+    # per-layer history, one row per layer, with the layer as its own column
+    layers = [(row["layer"], row["selectivity/lape/en"]) for row in run.history if "layer" in row]
+    assert layers == [(0, 0.5), (1, 1.5), (2, 2.5)]
+    # the matrix table was logged (as a table file) and the summary holds the headline numbers
+    assert run.summary["ablation/matrix/_type"] == "table-file"
+    assert run.summary["ablation/matrix/nrows"] == 2
+    assert run.summary["selectivity/u_shape"] == 1.25
+    assert run.summary["ablation/diagonal_dominance"] == 0.33
+    assert run.summary["perf/seconds"] == 2.0
+
+
+def test_disabled_writes_nothing(tmp_path):
+    tracker = _track(tmp_path, TrackingConfig(wandb="disabled"))
+    assert not tracker.active
+    tracker.finish()
+    assert not (tmp_path / "wandb").exists()
+
+
+def test_failing_init_warns_and_turns_tracking_off(tmp_path, monkeypatch, caplog):
+    import wandb
+
+    def broken_init(*args, **kwargs):
+        raise RuntimeError("network is down\nsecond line")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    with caplog.at_level(logging.WARNING, logger="mlinguality.run.tracking"):
+        tracker = _track(tmp_path, TrackingConfig(wandb="online"))
+        tracker.finish()
+    assert not tracker.active
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "W&B init failed (network is down)" in warnings[0]
+
+
+def test_failure_mid_run_stops_tracking_once(tmp_path, caplog):
+    tracker = Tracker(TrackingConfig(wandb="offline"), {}, tmp_path, name="x")
+    tracker.start()
+
+    def broken_log(*args, **kwargs):
+        raise OSError("disk full")
+
+    tracker.run.log = broken_log
+    with caplog.at_level(logging.WARNING, logger="mlinguality.run.tracking"):
+        tracker.log_layers([{"layer": 0, "selectivity/a": 1.0}, {"layer": 1, "selectivity/a": 2.0}])
+        tracker.set_summary({"perf/seconds": 1.0})
+    assert not tracker.active
+    assert sum("disk full" in r.getMessage() for r in caplog.records) == 1
+    tracker.finish()  # still closes the underlying run without raising
+    assert tracker.run is None
