@@ -25,11 +25,11 @@ from mlinguality import load_model
 from mlinguality.activations.batching import pad_batch, pad_token_id, plan_batches, tokenize_texts
 from mlinguality.activations.collect import (
     _forward_to_last_hook,
-    _StopForward,
     collect,
     hook_post_name,
     word_final_prefix_loop,
 )
+from mlinguality.activations.reducer import StopForward
 from mlinguality.corpus import load_corpus
 
 
@@ -49,7 +49,7 @@ def run_batches(model, texts, batches, mode: str) -> None:
     last = hook_post_name(model.cfg.n_layers - 1)
 
     def stop(acts, hook):
-        raise _StopForward
+        raise StopForward
 
     with torch.inference_mode():
         for indices in batches:

@@ -31,11 +31,16 @@ def stats_from_raw(
     n_examples = acts.shape[0]
     example_mean = torch.stack([acts[e][mask[e]].mean(0) for e in range(n_examples)])
     example_frac = torch.stack([(acts[e][mask[e]] > 0).double().mean(0) for e in range(n_examples)])
+    gate_frac = None
+    if gate is not None:
+        gate_frac = torch.stack(
+            [(gate[e][mask[e]] > 0).double().mean(0) for e in range(n_examples)]
+        )
     return ActivationStats(
         lang=lang,
         n_tokens=int(mask.sum()),
         sum=counted.sum(0),
-        sum_sq=(counted**2).sum(0),
+        m2=((counted - counted.mean(0)) ** 2).sum(0),
         n_positive=(counted > 0).sum(0),
         max=counted.max(0).values.float(),
         n_gate_positive=None if gate is None else (gate[mask] > 0).sum(0),
@@ -43,6 +48,7 @@ def stats_from_raw(
         example_n_tokens=mask.sum(1),
         example_mean=example_mean.float(),
         example_frac_positive=example_frac.float(),
+        example_frac_gate_positive=None if gate_frac is None else gate_frac.float(),
     )
 
 

@@ -32,9 +32,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import einops
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from mlinguality.activations.batching import (
@@ -49,7 +48,8 @@ from mlinguality.activations.batching import (
     tokenize_texts,
     word_end_tokens,
 )
-from mlinguality.activations.stats import ActivationStats
+from mlinguality.activations.reducer import BatchReducer, StopForward
+from mlinguality.activations.stats import ActivationStats, ProvenanceError
 from mlinguality.errors import MlingualityError
 from mlinguality.types import HOOK_POST, HOOK_PRE, HOOK_PRE_LINEAR, hook_post_name, hook_pre_name
 
@@ -58,86 +58,9 @@ logger = logging.getLogger(__name__)
 POSITIONS = ("all", "last", "word_final")
 
 
-class _StopForward(Exception):
-    """Raised from the last needed hook to leave the forward pass early."""
-
-
 def is_gated(model) -> bool:
     """True for gated MLPs (Gemma, Llama, Qwen): hook_post = act(gate) * up."""
     return HOOK_PRE_LINEAR.format(layer=0) in model.hook_dict
-
-
-class _BatchReducer:
-    """Hook functions that fold one batch's activations into running statistics.
-
-    Each hook gathers the counted positions into a ``[token, d_mlp]`` matrix (one copy of the
-    kept rows, float32) and reduces that: padding and uncounted positions cost nothing further.
-    Each batch is summed in float32 and the batch sums accumulate in float64.
-    """
-
-    def __init__(self, stats: ActivationStats, n_layers: int, per_example: bool):
-        self.stats = stats
-        self.n_layers = n_layers
-        self.per_example = per_example
-        self.kept: Tensor | None = None
-        self.example_of_kept: Tensor | None = None
-        self.counts: Tensor | None = None
-        self.rows: Tensor | None = None
-        self.fired: set[int] = set()
-        self.gate_fired: set[int] = set()
-
-    def start(self, mask: Bool[Tensor, "batch pos"], rows: Sequence[int]) -> None:
-        """Prepare for a batch: which flattened (batch*pos) positions count, and whose they are."""
-        self.kept = mask.flatten().nonzero().squeeze(-1)
-        self.example_of_kept = self.kept // mask.shape[1]
-        self.counts = einops.reduce(mask.long(), "batch pos -> batch", "sum")
-        self.rows = torch.as_tensor(list(rows), dtype=torch.long)
-        self.fired = set()
-        self.gate_fired = set()
-
-    def _gather(self, acts: Float[Tensor, "batch pos d_mlp"]) -> Float[Tensor, "token d_mlp"]:
-        flat = einops.rearrange(acts.detach(), "batch pos d_mlp -> (batch pos) d_mlp")
-        return flat.index_select(0, self.kept).float()
-
-    def post_hook(self, layer: int):
-        def hook(acts: Float[Tensor, "batch pos d_mlp"], hook) -> None:
-            self._reduce_post(layer, self._gather(acts))
-            self.fired.add(layer)
-            if layer == self.n_layers - 1:  # the gate hooks (hook_pre) of every layer fired before
-                raise _StopForward
-
-        return hook
-
-    def pre_hook(self, layer: int):
-        def hook(pre: Float[Tensor, "batch pos d_mlp"], hook) -> None:
-            self.stats.n_gate_positive[layer] += _count_positive(self._gather(pre)).cpu()
-            self.gate_fired.add(layer)
-
-        return hook
-
-    def _reduce_post(self, layer: int, kept: Float[Tensor, "token d_mlp"]) -> None:
-        stats = self.stats
-        if kept.shape[0] == 0:
-            return
-        # one batch sums in float32 (<= batch_tokens terms); batches accumulate in float64
-        stats.sum[layer] += kept.sum(0).double().cpu()  # [token d_mlp] -> [d_mlp]
-        stats.sum_sq[layer] += (kept * kept).sum(0).double().cpu()
-        stats.n_positive[layer] += _count_positive(kept).cpu()
-        stats.max[layer] = torch.maximum(stats.max[layer], kept.amax(0).cpu())
-        if self.per_example:
-            n_rows = self.counts.shape[0]
-            sums = kept.new_zeros((n_rows, kept.shape[1])).index_add_(0, self.example_of_kept, kept)
-            hits = kept.new_zeros((n_rows, kept.shape[1])).index_add_(
-                0, self.example_of_kept, (kept > 0).float()
-            )
-            counts = self.counts.clamp_min(1).to(kept.dtype)[:, None]
-            stats.example_mean[self.rows, layer] = (sums / counts).cpu()
-            stats.example_frac_positive[self.rows, layer] = (hits / counts).cpu()
-
-
-def _count_positive(kept: Float[Tensor, "token d_mlp"]) -> Int[Tensor, " d_mlp"]:
-    """Per-neuron count of entries > 0 (summing bytes as int32: ~3x faster than bool -> int64)."""
-    return (kept > 0).view(torch.uint8).sum(0, dtype=torch.int32).long()
 
 
 def collect(
@@ -165,8 +88,9 @@ def collect(
         langs: Languages to collect (default: all of the corpus's).
         positions: ``"all"``, ``"last"`` or ``"word_final"`` (see the module docstring).
         include_bos: Count the BOS position too.
-        per_example: Also keep the per-example mean and share of positive activations
-            (``[example, layer, d_mlp]``, float32), needed by per-example metrics and tests.
+        per_example: Also keep the per-example mean, share of positive activations and (gated
+            MLPs) share of positive gate pre-activations (``[example, layer, d_mlp]``, float32),
+            needed by per-example metrics and tests.
         batch_tokens: Padded tokens per batch (batch size x longest example).
         max_batch_size: Upper bound on examples per batch.
         padding_side: ``"right"`` or ``"left"``; the statistics are the same either way.
@@ -266,46 +190,53 @@ def _collect_language(
         if per_example:
             stats.example_mean = torch.zeros((len(ids), n_layers, d_mlp))
             stats.example_frac_positive = torch.zeros((len(ids), n_layers, d_mlp))
+            if gated:
+                stats.example_frac_gate_positive = torch.zeros((len(ids), n_layers, d_mlp))
     bar.update(sum(len(texts[index].ids) for batch in batches[:done] for index in batch))
-    reducer = _BatchReducer(stats, n_layers, per_example)
+    device, pad_id = model.cfg.device, pad_token_id(model.tokenizer)
+    reducer = BatchReducer(stats, device, per_example)
     hooks = [(hook_post_name(layer), reducer.post_hook(layer)) for layer in range(n_layers)]
     if gated:
         hooks += [(hook_pre_name(layer), reducer.pre_hook(layer)) for layer in range(n_layers)]
-    device, pad_id = model.cfg.device, pad_token_id(model.tokenizer)
     last_save = time.monotonic()
     with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
         for batch_number in range(done, len(batches)):
-            batch = pad_batch(texts, batches[batch_number], pad_id, padding_side, device)
-            mask = position_mask(batch, texts, positions, include_bos)
-            reducer.start(mask, batch.indices)
-            _forward_to_last_hook(model, batch)
+            # padded and masked on the host: the reducer knows every count without asking the device
+            batch = pad_batch(texts, batches[batch_number], pad_id, padding_side)
+            reducer.start(position_mask(batch, texts, positions, include_bos), batch.indices)
+            _forward_to_last_hook(model, batch, device)
             expected = set(range(n_layers))
             if reducer.fired != expected or (gated and reducer.gate_fired != expected):
                 raise RuntimeError(f"hooks fired on layers {sorted(reducer.fired)} only")
-            counts = reducer.counts.cpu()
-            stats.example_n_tokens[batch.indices] = counts
-            stats.n_tokens += int(counts.sum())
+            shares = reducer.finish()
+            stats.example_n_tokens[batch.indices] = reducer.counts
+            if shares is not None:
+                stats.example_mean[batch.indices] = shares["mean"]
+                stats.example_frac_positive[batch.indices] = shares["frac_positive"]
+                if gated:
+                    stats.example_frac_gate_positive[batch.indices] = shares["frac_gate_positive"]
             bar.update(sum(batch.lengths))
             if checkpoint and time.monotonic() - last_save >= checkpoint_every_s:
-                _save_checkpoint(stats, checkpoint, batch_number + 1)
+                _save_checkpoint(reducer.to_stats(), checkpoint, batch_number + 1)
                 last_save = time.monotonic()
+    stats = reducer.to_stats()
     if checkpoint:
         _save_checkpoint(stats, checkpoint, len(batches))
     stats.meta.pop("batches_done", None)
     return stats
 
 
-def _forward_to_last_hook(model, batch: Batch) -> None:
-    """Run the model until the last layer's hook_post fires (it raises _StopForward)."""
+def _forward_to_last_hook(model, batch: Batch, device: str | torch.device = "cpu") -> None:
+    """Run the model until the last layer's hook_post fires (it raises StopForward)."""
     try:
         model(
-            batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
+            batch.input_ids.to(device, non_blocking=True),
+            attention_mask=batch.attention_mask.to(device, non_blocking=True),
+            position_ids=batch.position_ids.to(device, non_blocking=True),
             return_type=None,
             use_cache=False,
         )
-    except _StopForward:
+    except StopForward:
         return
     raise RuntimeError("the forward pass ended without reaching the last layer's hook_post")
 
@@ -323,7 +254,7 @@ def _resume(checkpoint: Path, meta: dict) -> tuple[ActivationStats | None, int]:
     saved = {key: value for key, value in stats.meta.items() if key != "batches_done"}
     if saved != meta:
         changed = sorted(key for key in meta if saved.get(key) != meta[key])
-        raise MlingualityError(
+        raise ProvenanceError(
             f"checkpoint {checkpoint} was made with other settings ({', '.join(changed)}); "
             "use a fresh checkpoint_dir or delete it"
         )
@@ -371,12 +302,12 @@ def hook_post_activations(
         def hook(acts: Float[Tensor, "batch pos d_mlp"], hook) -> None:
             captured[layer] = acts.detach().float().cpu()
             if layer == last:
-                raise _StopForward
+                raise StopForward
 
         return hook
 
     hooks = [(hook_post_name(layer), keep(layer)) for layer in layers]
-    with torch.inference_mode(), model.hooks(fwd_hooks=hooks), contextlib.suppress(_StopForward):
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks), contextlib.suppress(StopForward):
         model(input_ids.to(model.cfg.device), return_type=None, use_cache=False)
     return torch.stack([captured[layer] for layer in layers], dim=2)
 

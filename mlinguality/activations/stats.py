@@ -6,11 +6,19 @@ another machine) combine exactly, and it saves to a single safetensors file with
 
 Which activation each field counts (see docs/method.md):
 
-- ``sum``, ``sum_sq``, ``max``, ``n_positive``: ``blocks.L.mlp.hook_post`` (for gated MLPs
+- ``sum``, ``m2``, ``max``, ``n_positive``: ``blocks.L.mlp.hook_post`` (for gated MLPs
   ``act(gate) * up``, which can be negative on either factor);
-- ``n_gate_positive``: ``blocks.L.mlp.hook_pre > 0``, the gate pre-activation, i.e.
-  ``act(gate) > 0`` for GELU/SiLU gates: the count LAPE-style metrics use (Tang et al. 2024).
-  ``None`` for non-gated MLPs.
+- ``n_gate_positive`` (and the per-example ``example_frac_gate_positive``):
+  ``blocks.L.mlp.hook_pre > 0``, the gate pre-activation, i.e. ``act(gate) > 0`` for GELU/SiLU
+  gates: the count LAPE-style metrics use (Tang et al. 2024). ``None`` for non-gated MLPs.
+
+The spread is kept as ``m2``, the sum of squared deviations from the mean, not as a raw sum of
+squares: ``sum_sq - sum**2 / n`` loses every digit when the mean is large against the standard
+deviation (at mean/sd = 400 a float32 sum of squares leaves no correct digit of the variance).
+Shards combine by Chan et al.'s pairwise update, ``m2 = m2_a + m2_b + delta**2 * n_a * n_b / n``.
+
+:meth:`ActivationStats.merge` refuses statistics whose provenance differs (model, dtype,
+positions, BOS, hook, ...; see :data:`PROVENANCE`) with a one-line error naming the field.
 """
 
 from __future__ import annotations
@@ -23,7 +31,26 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-_FORMAT = 1
+from mlinguality.errors import MlingualityError
+
+_FORMAT = 2  # 2: m2 (centred sum of squares) replaces format 1's raw sum_sq; 1 still loads
+
+# Metadata keys that must agree for two statistics to describe the same measurement.
+PROVENANCE = (
+    "model",
+    "n_layers",
+    "d_mlp",
+    "dtype",
+    "positions",
+    "include_bos",
+    "hook",
+    "gate_hook",
+    "per_example",
+)
+
+
+class ProvenanceError(MlingualityError):
+    """Statistics (shards, checkpoints) of different models, settings or corpora."""
 
 
 @dataclass
@@ -34,7 +61,7 @@ class ActivationStats:
         lang: ISO 639-1 code of the language.
         n_tokens: Number of counted token positions (the same for every neuron).
         sum: Sum of activations, float64 so merges are exact to rounding.
-        sum_sq: Sum of squared activations, float64.
+        m2: Sum of squared deviations from the mean, ``sum((x - mean)**2)``, float64.
         n_positive: Count of activation > 0.
         max: Running maximum activation (``-inf`` where nothing was counted).
         n_gate_positive: Count of gate pre-activation > 0 (gated MLPs only).
@@ -42,13 +69,15 @@ class ActivationStats:
         example_n_tokens: Counted positions per example.
         example_mean: Per-example mean activation (when collected per example).
         example_frac_positive: Per-example share of positions with activation > 0.
+        example_frac_gate_positive: Per-example share of positions with gate pre-activation > 0
+            (gated MLPs, when collected per example).
         meta: Free-form provenance (model, positions, versions, corpus).
     """
 
     lang: str
     n_tokens: int
     sum: Float[Tensor, "layer d_mlp"]
-    sum_sq: Float[Tensor, "layer d_mlp"]
+    m2: Float[Tensor, "layer d_mlp"]
     n_positive: Int[Tensor, "layer d_mlp"]
     max: Float[Tensor, "layer d_mlp"]
     n_gate_positive: Int[Tensor, "layer d_mlp"] | None = None
@@ -56,6 +85,7 @@ class ActivationStats:
     example_n_tokens: Int[Tensor, " example"] | None = None
     example_mean: Float[Tensor, "example layer d_mlp"] | None = None
     example_frac_positive: Float[Tensor, "example layer d_mlp"] | None = None
+    example_frac_gate_positive: Float[Tensor, "example layer d_mlp"] | None = None
     meta: dict = field(default_factory=dict)
 
     @classmethod
@@ -68,7 +98,7 @@ class ActivationStats:
             lang=lang,
             n_tokens=0,
             sum=torch.zeros(shape, dtype=torch.float64),
-            sum_sq=torch.zeros(shape, dtype=torch.float64),
+            m2=torch.zeros(shape, dtype=torch.float64),
             n_positive=torch.zeros(shape, dtype=torch.int64),
             max=torch.full(shape, float("-inf"), dtype=torch.float32),
             n_gate_positive=torch.zeros(shape, dtype=torch.int64) if gated else None,
@@ -95,8 +125,12 @@ class ActivationStats:
         """Unbiased variance per neuron (float64; 0 with fewer than two tokens)."""
         if self.n_tokens < 2:
             return torch.zeros_like(self.sum)
-        centred = self.sum_sq - self.sum**2 / self.n_tokens
-        return (centred / (self.n_tokens - 1)).clamp_min(0.0)
+        return (self.m2 / (self.n_tokens - 1)).clamp_min(0.0)
+
+    @property
+    def sum_sq(self) -> Float[Tensor, "layer d_mlp"]:
+        """Raw sum of squared activations (float64), derived from ``m2``: for reading only."""
+        return self.m2 + self.sum**2 / max(self.n_tokens, 1)
 
     @property
     def p_positive(self) -> Float[Tensor, "layer d_mlp"]:
@@ -111,16 +145,31 @@ class ActivationStats:
 
     # --- merging ----------------------------------------------------------------------------
 
+    def check_compatible(self, other: ActivationStats) -> None:
+        """Raise :class:`ProvenanceError` (one line, naming the field) unless ``other`` measured
+        the same thing: same language, shape and :data:`PROVENANCE` metadata."""
+        mine = {"lang": self.lang, "shape": tuple(self.sum.shape)}
+        theirs = {"lang": other.lang, "shape": tuple(other.sum.shape)}
+        mine.update({key: self.meta.get(key) for key in PROVENANCE})
+        theirs.update({key: other.meta.get(key) for key in PROVENANCE})
+        for key, value in mine.items():
+            if theirs[key] != value:
+                raise ProvenanceError(
+                    f"cannot merge {self.lang} statistics: {key} differs "
+                    f"({value!r} vs {theirs[key]!r})"
+                )
+
     def merge(self, other: ActivationStats) -> ActivationStats:
-        """Statistics of the union of both shards' examples (exact: every field adds)."""
-        if other.lang != self.lang or other.sum.shape != self.sum.shape:
-            raise ValueError(
-                f"cannot merge stats for {other.lang} {tuple(other.sum.shape)} "
-                f"into {self.lang} {tuple(self.sum.shape)}"
-            )
+        """Statistics of the union of both shards' examples.
+
+        Counts, sums and maxima add exactly; ``m2`` combines by Chan et al.'s update (exact up to
+        float64 rounding). Raises :class:`ProvenanceError` for statistics of another model,
+        dtype, position rule, BOS rule or hook, and for shards sharing an example id.
+        """
+        self.check_compatible(other)
         overlap = set(self.example_ids) & set(other.example_ids)
         if overlap:
-            raise ValueError(
+            raise ProvenanceError(
                 f"cannot merge shards sharing example ids, e.g. {sorted(overlap)[0]!r}"
             )
 
@@ -134,7 +183,7 @@ class ActivationStats:
             lang=self.lang,
             n_tokens=self.n_tokens + other.n_tokens,
             sum=self.sum + other.sum,
-            sum_sq=self.sum_sq + other.sum_sq,
+            m2=combine_m2(self.n_tokens, self.sum, self.m2, other.n_tokens, other.sum, other.m2),
             n_positive=self.n_positive + other.n_positive,
             max=torch.maximum(self.max, other.max),
             n_gate_positive=gate,
@@ -142,6 +191,9 @@ class ActivationStats:
             example_n_tokens=cat(self.example_n_tokens, other.example_n_tokens),
             example_mean=cat(self.example_mean, other.example_mean),
             example_frac_positive=cat(self.example_frac_positive, other.example_frac_positive),
+            example_frac_gate_positive=cat(
+                self.example_frac_gate_positive, other.example_frac_gate_positive
+            ),
             meta=dict(self.meta),
         )
 
@@ -151,13 +203,14 @@ class ActivationStats:
 
     _TENSORS = (
         "sum",
-        "sum_sq",
+        "m2",
         "n_positive",
         "max",
         "n_gate_positive",
         "example_n_tokens",
         "example_mean",
         "example_frac_positive",
+        "example_frac_gate_positive",
     )
 
     def save(self, path: str | Path) -> Path:
@@ -191,11 +244,14 @@ class ActivationStats:
         path = Path(path)
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
-            if header.get("format") != str(_FORMAT):
-                raise ValueError(
+            if header.get("format") not in ("1", str(_FORMAT)):
+                raise MlingualityError(
                     f"{path}: not an mlinguality stats file (format {header.get('format')})"
                 )
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        if header["format"] == "1":  # raw sum of squares -> centred (as precise as format 1 was)
+            n_tokens = max(int(header["n_tokens"]), 1)
+            tensors["m2"] = (tensors.pop("sum_sq") - tensors["sum"] ** 2 / n_tokens).clamp_min(0)
         return cls(
             lang=header["lang"],
             n_tokens=int(header["n_tokens"]),
@@ -203,6 +259,26 @@ class ActivationStats:
             meta=json.loads(header["meta"]),
             **{name: tensors.get(name) for name in cls._TENSORS},
         )
+
+
+def combine_m2(
+    n_a: int,
+    sum_a: Float[Tensor, "*shape"],
+    m2_a: Float[Tensor, "*shape"],
+    n_b: int,
+    sum_b: Float[Tensor, "*shape"],
+    m2_b: Float[Tensor, "*shape"],
+) -> Float[Tensor, "*shape"]:
+    """Centred sum of squares of the union of two groups (Chan, Golub & LeVeque 1979).
+
+    >>> a, b = torch.tensor([1.0, 2.0]), torch.tensor([4.0])
+    >>> combine_m2(2, a.sum(), ((a - a.mean()) ** 2).sum(), 1, b.sum(), torch.tensor(0.0))
+    tensor(4.6667)
+    """
+    if n_a == 0 or n_b == 0:
+        return m2_a + m2_b
+    delta = sum_b / n_b - sum_a / n_a
+    return m2_a + m2_b + delta.square() * (n_a * n_b / (n_a + n_b))
 
 
 def save_stats(stats: dict[str, ActivationStats], folder: str | Path) -> None:

@@ -16,7 +16,7 @@ import torch
 from mlinguality.activations.collect import collect, word_final_prefix_loop
 from mlinguality.activations.stats import ActivationStats
 from mlinguality.errors import MlingualityError
-from tests.utils import assert_close
+from tests.utils import TOLERANCES, assert_close
 
 TEXTS = {
     "en": [
@@ -63,11 +63,12 @@ class ListCorpus:
 
 
 def naive_stats(model, texts, lang, positions="all", include_bos=False) -> ActivationStats:
-    """Oracle: one text at a time, full forward, raw cache, explicit Python position choice."""
+    """Oracle: one text at a time, full forward, raw cache, explicit Python position choice;
+    every statistic from the concatenated kept activations in float64 (two-pass variance)."""
     n_layers, d_mlp = model.cfg.n_layers, model.cfg.d_mlp
     gated = "blocks.0.mlp.hook_pre_linear" in model.hook_dict
     stats = ActivationStats.empty(lang, n_layers, d_mlp, gated)
-    means, fracs, counts = [], [], []
+    means, fracs, gate_fracs, counts, kept_acts = [], [], [], [], []
     for text in texts:
         encoded = model.tokenizer(text, return_offsets_mapping=True)
         ids = torch.tensor([encoded.input_ids])
@@ -86,19 +87,23 @@ def naive_stats(model, texts, lang, positions="all", include_bos=False) -> Activ
                     keep.append(candidates[-1])
         acts = torch.stack([cache[f"blocks.{L}.mlp.hook_post"][0, keep] for L in range(n_layers)])
         acts = acts.double()  # [layer, kept, d_mlp]
-        stats.n_tokens += len(keep)
-        stats.sum += acts.sum(1)
-        stats.sum_sq += (acts**2).sum(1)
+        kept_acts.append(acts)
         stats.n_positive += (acts > 0).sum(1)
         stats.max = torch.maximum(stats.max, acts.amax(1).float())
         if gated:
             pre = torch.stack([cache[f"blocks.{L}.mlp.hook_pre"][0, keep] for L in range(n_layers)])
             stats.n_gate_positive += (pre > 0).sum(1)
+            gate_fracs.append((pre > 0).double().mean(1))
         means.append(acts.mean(1))
         fracs.append((acts > 0).double().mean(1))
         counts.append(len(keep))
+    every = torch.cat(kept_acts, dim=1)  # [layer, token, d_mlp]
+    stats.n_tokens = every.shape[1]
+    stats.sum = every.sum(1)
+    stats.m2 = ((every - every.mean(1, keepdim=True)) ** 2).sum(1)
     stats.example_mean = torch.stack(means).float()
     stats.example_frac_positive = torch.stack(fracs).float()
+    stats.example_frac_gate_positive = torch.stack(gate_fracs).float() if gated else None
     stats.example_n_tokens = torch.tensor(counts)
     return stats
 
@@ -118,7 +123,7 @@ def assert_counts_equal(actual, expected, kind: str) -> None:
 def assert_stats_equal(actual: ActivationStats, expected: ActivationStats, kind="fp32"):
     assert actual.n_tokens == expected.n_tokens
     assert_close(actual.sum, expected.sum, kind)
-    assert_close(actual.sum_sq, expected.sum_sq, kind)
+    assert_close(actual.m2, expected.m2, kind)
     assert_counts_equal(actual.n_positive, expected.n_positive, kind)
     assert_close(actual.max, expected.max, kind)
     if expected.n_gate_positive is not None:
@@ -132,6 +137,15 @@ def assert_stats_equal(actual: ActivationStats, expected: ActivationStats, kind=
             assert (flips <= 2 * per_token + 1e-6).all()
         else:
             assert_close(actual.example_frac_positive, expected.example_frac_positive, kind)
+        if expected.example_frac_gate_positive is not None:
+            gate = (actual.example_frac_gate_positive - expected.example_frac_gate_positive).abs()
+            if kind == "fp32_model":
+                per_token = 1.0 / actual.example_n_tokens.clamp_min(1).float()[:, None, None]
+                assert (gate <= 2 * per_token + 1e-6).all()
+            else:
+                assert gate.max() <= TOLERANCES[kind]["atol"]
+        else:
+            assert actual.example_frac_gate_positive is None
 
 
 @pytest.mark.parametrize("positions", ["all", "last", "word_final"])
@@ -305,3 +319,60 @@ def test_bfloat16_model_collects_float_statistics_close_to_float32():
     assert bf16.n_tokens == fp32.n_tokens
     scale = fp32.sum.abs().max()
     torch.testing.assert_close(bf16.sum, fp32.sum, rtol=5e-2, atol=5e-2 * scale.item())
+
+
+def test_variance_stays_accurate_at_mean_over_sd_400(tiny_model):
+    """Shift the last layer's hook_post by 400 standard deviations: its variance must not move.
+
+    The last layer, so that the shift changes nothing downstream of what is measured. The
+    oracle is the variance of the unshifted activations (the float32 rounding of the shifted
+    values adds ~1e-9 relative). A raw float32 sum of squares (sum_sq - sum**2/n) is off by
+    percent at this ratio; centred batch sums combined by Chan's update stay within 1e-4.
+    """
+    corpus = ListCorpus(TEXTS)
+    plain = collect(tiny_model, corpus, ["en"], batch_tokens=64, progress=False)["en"]
+    last = tiny_model.cfg.n_layers - 1
+    offset = 400 * plain.var[last].sqrt().float()
+    hooks = [(f"blocks.{last}.mlp.hook_post", lambda acts, hook: acts + offset)]
+    with tiny_model.hooks(fwd_hooks=hooks):
+        shifted = collect(tiny_model, corpus, ["en"], batch_tokens=64, progress=False)["en"]
+    ratio = (shifted.mean[last] / shifted.var[last].sqrt()).median()
+    assert ratio > 300, f"the test lost its point: mean/sd {ratio:.0f}"
+    torch.testing.assert_close(shifted.var, plain.var, rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("field", ["model", "dtype", "positions", "include_bos", "hook"])
+def test_merge_refuses_other_provenance_naming_the_field(tiny_model, field):
+    head = ListCorpus({"en": TEXTS["en"][:2]}, ids=["ex0", "ex1"])
+    tail = ListCorpus({"en": TEXTS["en"][2:]}, ids=["ex2", "ex3", "ex4"])
+    first = collect(tiny_model, head, progress=False)["en"]
+    second = collect(tiny_model, tail, progress=False)["en"]
+    first.merge(second)  # the same provenance merges
+    second.meta[field] = "something else"
+    with pytest.raises(MlingualityError, match=f"^cannot merge en statistics: {field} differs"):
+        first.merge(second)
+
+
+def test_merge_refuses_stats_of_other_positions(tiny_model):
+    head = ListCorpus({"en": TEXTS["en"][:2]}, ids=["ex0", "ex1"])
+    tail = ListCorpus({"en": TEXTS["en"][2:]}, ids=["ex2", "ex3", "ex4"])
+    first = collect(tiny_model, head, positions="last", progress=False)["en"]
+    second = collect(tiny_model, tail, positions="all", progress=False)["en"]
+    with pytest.raises(MlingualityError, match="positions differs \\('last' vs 'all'\\)"):
+        first.merge(second)
+
+
+def test_format_1_files_with_a_raw_sum_of_squares_still_load(tiny_model, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    stats = collect(tiny_model, ListCorpus(TEXTS), ["en"], progress=False)["en"]
+    path = stats.save(tmp_path / "en.safetensors")
+    tensors = load_file(str(path))
+    tensors["sum_sq"] = tensors.pop("m2") + tensors["sum"] ** 2 / stats.n_tokens
+    with safe_open(str(path), framework="pt") as opened:  # keep the header, mark it format 1
+        header = dict(opened.metadata(), format="1")
+    save_file(tensors, str(path), metadata=header)
+    old = ActivationStats.load(path)
+    assert_close(old.var, stats.var, "fp32")
+    assert_close(old.sum, stats.sum, "exact")

@@ -162,7 +162,7 @@ def test_aligned_pair_reorders_by_example_id():
         lang="fr",
         n_tokens=fr.n_tokens,
         sum=fr.sum,
-        sum_sq=fr.sum_sq,
+        m2=fr.m2,
         n_positive=fr.n_positive,
         max=fr.max,
         example_ids=[fr.example_ids[i] for i in order],
