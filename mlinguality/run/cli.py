@@ -6,6 +6,7 @@ Subcommands:
     run CONFIG [--set k=v]    collect -> score -> select -> ablate -> report into runs/NAME-TIME/
     demo                      the main job (experiments/configs/paper.yaml)
     sweep FILE.yaml           run a W&B sweep file locally (grid, random), no server needed
+    steer RUN_DIR --from en --to fr   steer generation with a finished run's language neurons
 """
 
 from __future__ import annotations
@@ -94,8 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_model_check)
 
     from mlinguality.corpus.cli import add_corpus_commands
+    from mlinguality.run.steering import add_steer_command
 
     add_corpus_commands(commands)
+    add_steer_command(commands)
 
     run = commands.add_parser(
         "run", help="run the whole pipeline from a YAML config", allow_abbrev=False

@@ -46,12 +46,13 @@ from mlinguality.run.config import RunConfig
 logger = logging.getLogger(__name__)
 
 _STAGE_FORMAT = 1  # bump when a stage's outputs change meaning; old cache entries are then ignored
-STAGES = ("collect", "score", "select", "ablate")
+STAGES = ("collect", "score", "select", "ablate", "steer")
 _OUTPUTS = {
     "collect": ["stats", "corpus.json"],
     "score": ["layer_profile.csv", "u_shape.csv"],
     "select": ["selectivity.csv", "selected_neurons.safetensors"],
     "ablate": ["ablation.csv", "ablation.json", "ablation.png"],
+    "steer": ["steering"],
 }
 
 
@@ -79,7 +80,11 @@ def stage_keys(config: RunConfig) -> dict[str, str]:
     select = _digest("select", collect, sel.select_metric, sel.top_rate)
     ablation = {k: v for k, v in vars(config.ablation).items() if k != "batch_tokens"}
     ablate = _digest("ablate", select, ablation, config.seed)
-    return {"collect": collect, "score": score, "select": select, "ablate": ablate}
+    steering = {
+        k: v for k, v in vars(config.steering).items() if k not in ("enabled", "batch_size")
+    }
+    steer = _digest("steer", select, steering, vars(config.corpus), config.seed)
+    return {"collect": collect, "score": score, "select": select, "ablate": ablate, "steer": steer}
 
 
 class StageLog:
@@ -293,6 +298,10 @@ def run_experiment(config: RunConfig, resume: str | Path | None = None, model=No
         origins["ablate"] = log.run(
             "ablate", keys["ablate"], lambda: stages.ablate(config, inputs, run_dir)
         )
+    if config.steering.enabled:
+        from mlinguality.run.steering import stage as steer
+
+        origins["steer"] = log.run("steer", keys["steer"], lambda: steer(config, inputs, run_dir))
 
     from mlinguality.run.report import write_report
 
@@ -317,6 +326,9 @@ def _mirror_to_wandb(config: RunConfig, run_dir: Path, summary: dict) -> None:
         tracker.log_table(key, columns, rows)
     tracker.log_images(payload["images"])
     tracker.set_summary(payload["summary"])
+    from mlinguality.run.steering import OUTPUT, log_steering
+
+    log_steering(tracker, run_dir / OUTPUT)
     tracker.finish()
     if tracker.offline_dir is not None:
         logger.info("W&B offline run: upload later with `wandb sync %s`", tracker.offline_dir)

@@ -1,0 +1,327 @@
+"""The steering stage of a run folder, and ``mlinguality steer RUN_DIR --from en --to fr``.
+
+Reads a finished run (``config.yaml``, ``stats/``, ``selected_neurons.safetensors``), takes prompts
+from the held-out evaluation split (never the selection split) in each source language, cut to
+their first ``prompt_words`` words, or from a prompt file, runs
+:func:`mlinguality.steering.experiment.steering_experiment` and writes ``RUN_DIR/steering/``:
+
+- ``steering.csv``: one row per generation (pair, condition, alpha, prompt, text, language,
+  outcome, bits per byte, distinct bigrams);
+- ``steering_summary.csv``: shares of target / source / other language, fluency and repetition
+  per pair, condition and alpha, with the identifier's accuracy on corpus text beside them;
+- ``identifier.csv``: the identifier's accuracy on unsteered held-out text per language (whole
+  verses, and verses cut to about the generated length);
+- ``steering_alpha.png``, ``steering_heatmap.png``, ``steering.json`` (settings and headline).
+
+A prompt file has one prompt per line; ``lang<TAB>prompt`` lines give the language, untagged
+lines are used for every source language.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mlinguality.errors import MlingualityError
+from mlinguality.run.config import RunConfig, SteeringConfig
+
+logger = logging.getLogger(__name__)
+
+OUTPUT = "steering"  # the stage's folder inside a run folder
+
+
+def settings_from(run_config: RunConfig):
+    """The library settings of a run config's ``steering`` section (seeded by the run's seed)."""
+    from mlinguality.steering.experiment import SteeringSettings
+
+    config = run_config.steering
+    return SteeringSettings(
+        alphas=list(config.alphas),
+        deactivate=config.deactivate,
+        activate=config.activate,
+        quantile=config.quantile,
+        positions=config.positions,
+        max_new_tokens=config.max_new_tokens,
+        do_sample=config.do_sample,
+        temperature=config.temperature,
+        seed=run_config.seed,
+        n_random=config.n_random,
+        batch_size=config.batch_size,
+    )
+
+
+def steering_pairs(config: RunConfig) -> list[tuple[str, str]]:
+    """``steering.pairs`` (``"en-fr"``), or every ordered pair of the corpus languages."""
+    langs = list(config.corpus.langs)
+    if config.steering.pairs is None:
+        return [(a, b) for a in langs for b in langs if a != b]
+    pairs = [tuple(pair.split("-")) for pair in config.steering.pairs]
+    for pair in pairs:
+        missing = [lang for lang in pair if lang not in langs]
+        if missing:
+            raise MlingualityError(f"steering.pairs: {missing[0]!r} is not in corpus.langs")
+    return pairs  # type: ignore[return-value]
+
+
+def read_prompt_file(path: str | Path, sources: list[str]) -> dict[str, list[str]]:
+    """Prompts per source language from a file (``lang<TAB>prompt`` or untagged lines)."""
+    path = Path(path)
+    if not path.exists():
+        raise MlingualityError(f"prompt file {path}: no such file")
+    prompts: dict[str, list[str]] = {lang: [] for lang in sources}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        lang, tab, text = line.partition("\t")
+        if not tab:
+            for source in sources:
+                prompts[source].append(line.strip())
+        elif lang in prompts and text.strip():
+            prompts[lang].append(text.strip())
+        elif not text.strip():
+            raise MlingualityError(f"prompt file {path}:{number}: empty prompt")
+    empty = [lang for lang, texts in prompts.items() if not texts]
+    if empty:
+        raise MlingualityError(f"prompt file {path}: no prompt for source language {empty[0]!r}")
+    return prompts
+
+
+def held_out_texts(config: RunConfig, held_out, n: int) -> dict[str, list[str]]:
+    """The first ``n`` held-out examples per language (a seeded sample of the eval split)."""
+    chosen = held_out.sample(min(n, len(held_out)), config.seed)
+    return {lang: chosen.texts(lang) for lang in config.corpus.langs}
+
+
+def identifier_accuracy(identifier, texts: dict[str, list[str]], tokenizer, n_tokens: int):
+    """Accuracy per language on whole held-out texts and on texts cut to ``n_tokens`` tokens."""
+    cut = {
+        lang: [
+            tokenizer.decode(tokenizer(t, add_special_tokens=False)["input_ids"][:n_tokens])
+            for t in lang_texts
+        ]
+        for lang, lang_texts in texts.items()
+    }
+    whole, short = identifier.accuracy(texts), identifier.accuracy(cut)
+    return [
+        {"lang": lang, "n": len(texts[lang]), "accuracy": whole[lang], "accuracy_cut": short[lang]}
+        for lang in texts
+    ], short
+
+
+def run_steering(
+    config: RunConfig,
+    run_dir: Path,
+    model,
+    held_out,
+    *,
+    prompts_file: str | Path | None = None,
+    out_dir: Path | None = None,
+) -> Path:
+    """Run the steering experiment of ``config.steering`` on a finished run; return its folder."""
+    from mlinguality.activations.stats import load_stats
+    from mlinguality.run.pipeline import load_masks
+    from mlinguality.steering.experiment import steering_experiment, summarize, write_rows
+    from mlinguality.steering.language_id import LanguageIdentifier, first_words
+    from mlinguality.steering.plots import plot_alpha, plot_heatmap
+
+    cfg = config.steering
+    settings = settings_from(config)
+    pairs = steering_pairs(config)
+    sources = list(dict.fromkeys(source for source, _ in pairs))
+    stats = load_stats(run_dir / "stats", list(config.corpus.langs))
+    masks = load_masks(run_dir)
+    texts = held_out_texts(config, held_out, cfg.n_prompts)
+    if prompts_file is not None:
+        prompts = read_prompt_file(prompts_file, sources)
+    else:
+        prompts = {
+            lang: [first_words(t, cfg.prompt_words) for t in texts[lang]] for lang in sources
+        }
+    identifier = LanguageIdentifier()
+    accuracy_rows, accuracy = identifier_accuracy(
+        identifier, texts, model.tokenizer, cfg.max_new_tokens
+    )
+    start = time.perf_counter()
+
+    def progress(done, total, label):
+        logger.info("steering %d/%d: %s (%.0f s)", done, total, label, time.perf_counter() - start)
+
+    rows = steering_experiment(
+        model, stats, masks, prompts, pairs, settings, identifier, progress=progress
+    )
+    summary = summarize(rows, accuracy)
+    out = out_dir or run_dir / OUTPUT
+    write_rows(rows, out / "steering.csv")
+    write_rows(summary, out / "steering_summary.csv")
+    write_rows(accuracy_rows, out / "identifier.csv")
+    alpha = heatmap_alpha(cfg)
+    if config.plots:
+        plot_alpha(summary, out / "steering_alpha.png")
+        plot_heatmap(summary, alpha, out / "steering_heatmap.png")
+    record = {
+        "settings": config.steering.to_dict(),
+        "pairs": [f"{s}-{t}" for s, t in pairs],
+        "n_prompts": {lang: len(p) for lang, p in prompts.items()},
+        "prompts": "file" if prompts_file else f"held-out, first {cfg.prompt_words} words",
+        "seconds": round(time.perf_counter() - start, 1),
+        "headline": headline(summary, alpha),
+        "identifier_accuracy_cut": accuracy,
+    }
+    (out / "steering.json").write_text(json.dumps(_finite(record), indent=1, ensure_ascii=False))
+    return out
+
+
+def stage(config: RunConfig, inputs, run_dir: Path) -> None:
+    """The runner's ``steer`` stage: :func:`run_steering` on the run's own model and split."""
+    _, _, held_out = inputs.splits
+    run_steering(config, run_dir, inputs.model, held_out)
+
+
+def heatmap_alpha(cfg: SteeringConfig) -> float:
+    """The alpha of the heatmap and headline: 1.0 when swept, else the largest."""
+    return 1.0 if 1.0 in cfg.alphas else max(cfg.alphas)
+
+
+def headline(summary: list[dict], alpha: float) -> dict[str, float]:
+    """Mean target share over pairs: unsteered, steered at ``alpha``, random control at ``alpha``."""
+
+    def mean(condition: str, key: str, at: float | None) -> float:
+        values = [
+            row[key]
+            for row in summary
+            if row["condition"] == condition and (at is None or row["alpha"] == at)
+        ]
+        values = [v for v in values if v == v]
+        return sum(values) / len(values) if values else math.nan
+
+    return {
+        "alpha": alpha,
+        "share_target_none": mean("none", "share_target", None),
+        "share_target_steer": mean("steer", "share_target", alpha),
+        "share_target_random": mean("random", "share_target", alpha),
+        "bits_per_byte_none": mean("none", "bits_per_byte", None),
+        "bits_per_byte_steer": mean("steer", "bits_per_byte", alpha),
+        "bits_per_byte_random": mean("random", "bits_per_byte", alpha),
+    }
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def log_steering(tracker, out: Path, n_samples: int = 40) -> None:
+    """Mirror a steering folder to W&B: the summary table, samples of generations, the plots,
+    the headline under ``steering/...``."""
+    import csv
+
+    if not (out / "steering_summary.csv").exists():
+        return
+    for key, name in (
+        ("steering/summary", "steering_summary.csv"),
+        ("steering/identifier", "identifier.csv"),
+    ):
+        with (out / name).open(encoding="utf-8") as handle:
+            table = list(csv.reader(handle))
+        tracker.log_table(key, table[0], table[1:])
+    with (out / "steering.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = ["source", "target", "condition", "alpha", "prompt", "text", "lang", "outcome"]
+    step = max(len(rows) // n_samples, 1)
+    samples = [[row[c] for c in columns] for row in rows[::step]]
+    tracker.log_table("steering/samples", columns, samples)
+    tracker.log_images(
+        {
+            f"steering/{name}": out / f"steering_{name}.png"
+            for name in ("alpha", "heatmap")
+            if (out / f"steering_{name}.png").exists()
+        }
+    )
+    record = json.loads((out / "steering.json").read_text(encoding="utf-8"))
+    tracker.set_summary({f"steering/{k}": v for k, v in record["headline"].items()})
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def _steer(args: argparse.Namespace) -> int:
+    from mlinguality.run.runner import _Inputs
+    from mlinguality.run.tracking import Tracker
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise MlingualityError(f"{run_dir}: no config.yaml there (not a run folder)")
+    for name in ("stats", "selected_neurons.safetensors"):
+        if not (run_dir / name).exists():
+            raise MlingualityError(f"{run_dir}: no {name} (the run did not finish selection)")
+    config = RunConfig.load(run_dir / "config.yaml")
+    overrides = list(args.set or [])
+    sources = _split(args.source) or list(config.corpus.langs)
+    targets = _split(args.target) or list(config.corpus.langs)
+    pairs = [f"{s}-{t}" for s in sources for t in targets if s != t]
+    if not pairs:
+        raise MlingualityError("steer: --from and --to give no pair of different languages")
+    overrides.append(f"steering.pairs={','.join(pairs)}")
+    if args.alpha:
+        overrides.append(f"steering.alphas=[{args.alpha}]")
+    if args.wandb:
+        overrides.append(f"tracking.wandb={args.wandb}")
+    config = config.with_overrides(overrides)
+    inputs = _Inputs(config)
+    _, _, held_out = inputs.splits
+    if config.model.threads is not None:
+        import torch
+
+        torch.set_num_threads(config.model.threads)
+    out = run_steering(
+        config,
+        run_dir,
+        inputs.model,
+        held_out,
+        prompts_file=args.prompts,
+        out_dir=Path(args.out) if args.out else None,
+    )
+    tracker = Tracker(config.tracking, config.to_dict(), out, name=f"{run_dir.name}-steer")
+    if tracker.mode != "disabled":
+        tracker.start()
+        log_steering(tracker, out)
+        tracker.finish()
+    sys.stdout.write(f"steering: {out / 'steering_summary.csv'}\n")
+    return 0
+
+
+def add_steer_command(commands) -> None:
+    """Register ``mlinguality steer`` on the CLI's subcommands."""
+    steer = commands.add_parser(
+        "steer",
+        help="steer generation from one language to another with a finished run's neurons",
+        allow_abbrev=False,
+    )
+    steer.add_argument(
+        "run_dir", type=Path, help="a finished run folder (stats + selected neurons)"
+    )
+    steer.add_argument("--from", dest="source", help="source language(s), e.g. en or en,fr")
+    steer.add_argument("--to", dest="target", help="target language(s), e.g. fr or fr,de")
+    steer.add_argument("--alpha", help="strength(s), e.g. 1 or 0.5,1,2 (default: the config's)")
+    steer.add_argument("--prompts", type=Path, help="prompt file: lines, or lang<TAB>prompt")
+    steer.add_argument("--out", help="output folder (default RUN_DIR/steering)")
+    steer.add_argument(
+        "--set", action="append", metavar="steering.KEY=VALUE", help="override a config value"
+    )
+    steer.add_argument("--wandb", choices=["online", "offline", "disabled"], default=None)
+    steer.set_defaults(handler=_steer)

@@ -1,0 +1,363 @@
+"""Stage 6d: the steering experiment: for each (source, target) pair, generate from source-language
+prompts with and without the intervention, and measure what comes out.
+
+Conditions per pair, on the same prompts (greedy, or sampled with the same seeds):
+
+- ``none``: no intervention (one generation per source, scored against every target);
+- ``steer``: :func:`~mlinguality.steering.interventions.language_intervention` at each ``alpha``;
+- ``random``: the same intervention on random neurons matched to the selected ones in count per
+  layer and in activity (firing-rate bins on the selection data,
+  :func:`mlinguality.ablation.hooks.random_matched_mask`), ``n_random`` draws per alpha.
+
+Each generation is scored by an offline identifier (target / source / other), by its fluency
+(bits per byte of the generated text, BOS first, under the *unsteered* model, as in
+:mod:`mlinguality.ablation.evaluation`) and by its distinct token bigrams (1 - repetition).
+:func:`summarize` averages them per pair, condition and alpha.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from mlinguality.ablation.evaluation import encode_texts, evaluate
+from mlinguality.ablation.hooks import NeuronMask, firing_rate, random_matched_mask
+from mlinguality.activations.stats import ActivationStats
+from mlinguality.errors import MlingualityError
+from mlinguality.steering.generation import Generations, generate
+from mlinguality.steering.interventions import (
+    ACTIVATE,
+    DEACTIVATE,
+    POSITIONS,
+    Intervention,
+    language_intervention,
+    steering_hooks,
+)
+from mlinguality.steering.language_id import LanguageIdentifier, distinct_n, outcome
+
+logger = logging.getLogger(__name__)
+
+CONDITIONS = ("none", "steer", "random")
+
+
+@dataclass
+class SteeringSettings:
+    """What to steer and how to generate (the ``steering`` section of a run config).
+
+    Attributes:
+        alphas: Strengths swept (1 sets the neurons exactly to their targets).
+        deactivate: Source neurons: ``"zero"``, ``"mean"`` (over other languages) or ``None``.
+        activate: Target neurons: ``"mean"``, ``"max"``, ``"quantile"`` or ``None``.
+        quantile: For ``activate="quantile"``: the quantile of per-verse mean activations.
+        positions: ``"all"``, ``"prompt"`` or ``"generated"`` (BOS and pads never).
+        max_new_tokens: Tokens generated per prompt.
+        do_sample: Sample instead of greedy decoding (same seeds in every condition).
+        temperature: Sampling temperature.
+        seed: Sampling and random-control seed.
+        n_random: Random matched neuron sets per alpha (0: no random control).
+        batch_size: Prompts per generation batch.
+        distinct: n of the distinct-n-gram rate.
+    """
+
+    alphas: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    deactivate: str | None = "zero"
+    activate: str | None = "mean"
+    quantile: float = 0.9
+    positions: str = "all"
+    max_new_tokens: int = 24
+    do_sample: bool = False
+    temperature: float = 1.0
+    seed: int = 0
+    n_random: int = 1
+    batch_size: int = 16
+    distinct: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.alphas:
+            raise MlingualityError("steering.alphas: give at least one strength")
+        if self.deactivate is not None and self.deactivate not in DEACTIVATE:
+            raise MlingualityError(f"steering.deactivate: {self.deactivate!r} not in {DEACTIVATE}")
+        if self.activate is not None and self.activate not in ACTIVATE:
+            raise MlingualityError(f"steering.activate: {self.activate!r} not in {ACTIVATE}")
+        if self.deactivate is None and self.activate is None:
+            raise MlingualityError("steering: deactivate and activate cannot both be none")
+        if self.positions not in POSITIONS:
+            raise MlingualityError(f"steering.positions: {self.positions!r} not in {POSITIONS}")
+        if self.max_new_tokens < 1 or self.batch_size < 1 or self.n_random < 0:
+            raise MlingualityError("steering: max_new_tokens, batch_size >= 1, n_random >= 0")
+
+
+def _seed(seed: int, *parts) -> int:
+    return (seed * 1_000_003 + zlib.crc32("/".join(map(str, parts)).encode())) % 2**31
+
+
+def text_bits_per_byte(model, texts: Sequence[str], batch_tokens: int = 512) -> list[float]:
+    """Bits per byte of each text (BOS first) under ``model`` as it is now; NaN for an empty one."""
+    out = [math.nan] * len(texts)
+    chosen = [i for i, text in enumerate(texts) if text.strip()]
+    if not chosen:
+        return out
+    encoded = encode_texts(model.tokenizer, [texts[i] for i in chosen], batch_tokens=batch_tokens)
+    loss = evaluate(model, encoded)
+    for i, nll, n_bytes in zip(chosen, loss.text_nll.tolist(), loss.n_bytes.tolist(), strict=True):
+        out[i] = nll / math.log(2) / max(n_bytes, 1)
+    return out
+
+
+def _score(
+    model,
+    generations: Generations,
+    identifier: LanguageIdentifier,
+    settings: SteeringSettings,
+) -> list[dict]:
+    """Language, probability, fluency and repetition of each generation (no hooks active)."""
+    bpb = text_bits_per_byte(model, generations.texts)
+    rows = []
+    for i, text in enumerate(generations.texts):
+        lang, probability = identifier.classify(text)
+        rows.append(
+            {
+                "prompt_index": i,
+                "prompt": generations.prompts[i],
+                "text": text,
+                "lang": lang,
+                "lang_prob": round(probability, 4),
+                "n_new_tokens": len(generations.new_ids[i]),
+                "stopped": generations.stopped[i],
+                "bits_per_byte": bpb[i],
+                f"distinct_{settings.distinct}": distinct_n(
+                    generations.new_ids[i], settings.distinct
+                ),
+            }
+        )
+    return rows
+
+
+def _generate(model, prompts, settings, intervention: Intervention | None) -> Generations:
+    hooks = None
+    if intervention is not None:
+        hooks = steering_hooks(model, intervention, settings.positions)
+    return generate(
+        model,
+        prompts,
+        max_new_tokens=settings.max_new_tokens,
+        hooks=hooks,
+        do_sample=settings.do_sample,
+        temperature=settings.temperature,
+        seed=settings.seed,
+        batch_size=settings.batch_size,
+    )
+
+
+def random_intervention(
+    stats: Mapping[str, ActivationStats],
+    masks: Mapping[str, NeuronMask],
+    source: str,
+    target: str,
+    settings: SteeringSettings,
+    generator: torch.Generator,
+    activity=None,
+) -> Intervention:
+    """The pair's intervention on random neurons: each side's set replaced by a random set
+    matched in count per layer and in activity, moved to the same kind of target values."""
+    if activity is None:
+        activity = firing_rate(stats)
+    fake = {
+        lang: random_matched_mask(masks[lang], generator, activity=activity)
+        for lang in (source, target)
+    }
+    intervention = language_intervention(
+        stats,
+        fake,
+        source,
+        target,
+        deactivate=settings.deactivate,
+        activate=settings.activate,
+        quantile=settings.quantile,
+    )
+    intervention.label = "random " + intervention.label
+    return intervention
+
+
+def steering_experiment(
+    model,
+    stats: Mapping[str, ActivationStats],
+    masks: Mapping[str, NeuronMask],
+    prompts: Mapping[str, Sequence[str]],
+    pairs: Sequence[tuple[str, str]],
+    settings: SteeringSettings | None = None,
+    identifier: LanguageIdentifier | None = None,
+    progress=None,
+) -> list[dict]:
+    """One row per (pair, condition, alpha, random draw, prompt): see the module docstring.
+
+    Args:
+        model: The model the statistics and masks come from.
+        stats: Per-language statistics (selection split).
+        masks: Per-language selected neurons.
+        prompts: Source-language prompts per source language.
+        pairs: ``(source, target)`` pairs.
+        settings: Generation and intervention settings.
+        identifier: Language identifier (default: py3langid over all its languages).
+        progress: Optional callable ``(done, total, label)`` called after each generation run.
+    """
+    settings = settings or SteeringSettings()
+    identifier = identifier or LanguageIdentifier()
+    for source, target in pairs:
+        if source == target:
+            raise MlingualityError(f"steering pair {source}->{target}: same language")
+        if source not in prompts or not prompts[source]:
+            raise MlingualityError(f"steering: no prompts for source language {source!r}")
+    activity = firing_rate(stats)
+    sources = list(dict.fromkeys(source for source, _ in pairs))
+    per_pair = len(settings.alphas) * (1 + settings.n_random)
+    total, done = len(sources) + len(pairs) * per_pair, 0
+    rows: list[dict] = []
+
+    def record(source, target, condition, alpha, draw, n_neurons, scored):
+        for row in scored:
+            rows.append(
+                {
+                    "source": source,
+                    "target": target,
+                    "condition": condition,
+                    "alpha": alpha,
+                    "draw": draw,
+                    "n_neurons": n_neurons,
+                    **row,
+                    "outcome": outcome(row["lang"], source, target),
+                }
+            )
+
+    def tick(label):
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total, label)
+
+    for source in sources:
+        source_prompts = list(prompts[source])
+        base = _score(model, _generate(model, source_prompts, settings, None), identifier, settings)
+        tick(f"{source} none")
+        for src, target in pairs:
+            if src == source:
+                record(source, target, "none", 0.0, 0, 0, base)
+        for src, target in pairs:
+            if src != source:
+                continue
+            chosen = language_intervention(
+                stats,
+                masks,
+                source,
+                target,
+                deactivate=settings.deactivate,
+                activate=settings.activate,
+                quantile=settings.quantile,
+            )
+            for alpha in settings.alphas:
+                out = _generate(model, source_prompts, settings, chosen.with_alpha(alpha))
+                record(
+                    source,
+                    target,
+                    "steer",
+                    alpha,
+                    0,
+                    chosen.n_neurons,
+                    _score(model, out, identifier, settings),
+                )
+                tick(f"{source}->{target} steer alpha={alpha}")
+                for draw in range(settings.n_random):
+                    generator = torch.Generator().manual_seed(
+                        _seed(settings.seed, source, target, draw)
+                    )
+                    control = random_intervention(
+                        stats, masks, source, target, settings, generator, activity
+                    )
+                    out = _generate(model, source_prompts, settings, control.with_alpha(alpha))
+                    record(
+                        source,
+                        target,
+                        "random",
+                        alpha,
+                        draw,
+                        control.n_neurons,
+                        _score(model, out, identifier, settings),
+                    )
+                    tick(f"{source}->{target} random alpha={alpha}")
+    return rows
+
+
+def _mean(values) -> float:
+    finite = [v for v in values if v == v]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def summarize(
+    rows: Sequence[dict], accuracy: Mapping[str, float] | None = None, distinct: int = 2
+) -> list[dict]:
+    """Per (source, target, condition, alpha): outcome shares, mean fluency and repetition,
+    and the identifier's accuracy on unsteered corpus text of the source and target languages."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        key = (row["source"], row["target"], row["condition"], row["alpha"])
+        groups.setdefault(key, []).append(row)
+    accuracy = accuracy or {}
+    summary = []
+    for (source, target, condition, alpha), group in groups.items():
+        n = len(group)
+        summary.append(
+            {
+                "source": source,
+                "target": target,
+                "condition": condition,
+                "alpha": alpha,
+                "n": n,
+                "n_neurons": _mean([row["n_neurons"] for row in group]),
+                **{
+                    f"share_{kind}": sum(row["outcome"] == kind for row in group) / n
+                    for kind in ("target", "source", "other")
+                },
+                "n_empty": sum(not row["text"].strip() for row in group),
+                "bits_per_byte": _mean([row["bits_per_byte"] for row in group]),
+                f"distinct_{distinct}": _mean([row[f"distinct_{distinct}"] for row in group]),
+                "mean_new_tokens": _mean([row["n_new_tokens"] for row in group]),
+                "id_accuracy_source": accuracy.get(source, math.nan),
+                "id_accuracy_target": accuracy.get(target, math.nan),
+            }
+        )
+    return summary
+
+
+def write_rows(rows: Sequence[dict], path: str | Path) -> Path:
+    """Write dict rows as CSV (columns of the first row)."""
+    if not rows:
+        raise MlingualityError(f"{path}: nothing to write")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def settings_dict(settings: SteeringSettings) -> dict:
+    return asdict(settings)
+
+
+__all__ = [
+    "CONDITIONS",
+    "SteeringSettings",
+    "random_intervention",
+    "steering_experiment",
+    "summarize",
+    "text_bits_per_byte",
+    "write_rows",
+]

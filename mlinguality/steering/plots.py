@@ -1,0 +1,110 @@
+"""Plots of a steering experiment's summary (:func:`mlinguality.steering.experiment.summarize`):
+language share and fluency against alpha, and the source x target heatmap."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlinguality.errors import MlingualityError
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _mean(values) -> float:
+    values = [v for v in values if v == v]
+    return sum(values) / len(values) if values else math.nan
+
+
+def plot_alpha(summary: Sequence[dict], path: str | Path) -> Path:
+    """Target share, source share and bits per byte against alpha, mean over pairs, for the
+    selected neurons (``steer``) and the matched random neurons; the unsteered level dashed."""
+    if not summary:
+        raise MlingualityError("plot_alpha: empty summary")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True)
+    panels = (("share_target", "target-language share"), ("share_source", "source-language share"))
+    panels += (("bits_per_byte", "bits/byte (unsteered model)"),)
+    alphas = sorted({row["alpha"] for row in summary if row["condition"] != "none"})
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for condition, style in (("steer", "o-"), ("random", "s--")):
+            ys = [
+                _mean(
+                    row[key]
+                    for row in summary
+                    if row["condition"] == condition and row["alpha"] == alpha
+                )
+                for alpha in alphas
+            ]
+            if any(y == y for y in ys):
+                label = "selected neurons" if condition == "steer" else "random (matched)"
+                ax.plot(alphas, ys, style, label=label)
+        base = _mean(row[key] for row in summary if row["condition"] == "none")
+        if base == base:
+            ax.axhline(base, color="gray", linestyle=":", label="no intervention")
+        ax.set_xlabel("alpha")
+        ax.set_title(title, fontsize=9)
+        if key.startswith("share"):
+            ax.set_ylim(-0.02, 1.02)
+    axes[0].legend(fontsize=7)
+    return _save(fig, path, plt)
+
+
+def plot_heatmap(summary: Sequence[dict], alpha: float, path: str | Path) -> Path:
+    """Source x target heatmap of the target-language share under steering at ``alpha``; each
+    cell also shows the random control's share and the unsteered share in brackets."""
+    plt = _pyplot()
+    cells = {
+        (row["source"], row["target"], row["condition"]): row
+        for row in summary
+        if row["alpha"] == alpha or row["condition"] == "none"
+    }
+    sources = sorted({row["source"] for row in summary})
+    targets = sorted({row["target"] for row in summary})
+    if not any(key[2] == "steer" for key in cells):
+        raise MlingualityError(f"plot_heatmap: no steering rows at alpha={alpha}")
+    grid = [
+        [
+            cells[(s, t, "steer")]["share_target"] if (s, t, "steer") in cells else math.nan
+            for t in targets
+        ]
+        for s in sources
+    ]
+    fig, ax = plt.subplots(
+        figsize=(1.3 * len(targets) + 2, 1.0 * len(sources) + 1.5), constrained_layout=True
+    )
+    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for i, s in enumerate(sources):
+        for j, t in enumerate(targets):
+            if (s, t, "steer") not in cells:
+                continue
+            rand = cells.get((s, t, "random"), {}).get("share_target", math.nan)
+            none = cells.get((s, t, "none"), {}).get("share_target", math.nan)
+            text = f"{grid[i][j]:.2f}\n(r {rand:.2f}, 0: {none:.2f})"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="w")
+    ax.set_xticks(range(len(targets)), targets)
+    ax.set_yticks(range(len(sources)), sources)
+    ax.set_xlabel("target language")
+    ax.set_ylabel("source language (prompts)")
+    ax.set_title(f"target-language share, alpha={alpha:g}", fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return _save(fig, path, plt)
+
+
+def _save(fig, path: str | Path, plt) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["plot_alpha", "plot_heatmap"]
