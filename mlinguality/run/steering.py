@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from mlinguality.errors import MlingualityError
 from mlinguality.run.config import RunConfig, SteeringConfig
@@ -171,9 +169,9 @@ def run_steering(
         "prompts": "file" if prompts_file else f"held-out, first {cfg.prompt_words} words",
         "seconds": round(time.perf_counter() - start, 1),
         "headline": headline(summary, alpha),
-        "identifier_accuracy_cut": accuracy,
+        "identifier_accuracy_cut": {k: (v if v == v else None) for k, v in accuracy.items()},
     }
-    (out / "steering.json").write_text(json.dumps(_finite(record), indent=1, ensure_ascii=False))
+    (out / "steering.json").write_text(json.dumps(record, indent=1, ensure_ascii=False))
     return out
 
 
@@ -188,17 +186,17 @@ def heatmap_alpha(cfg: SteeringConfig) -> float:
     return 1.0 if 1.0 in cfg.alphas else max(cfg.alphas)
 
 
-def headline(summary: list[dict], alpha: float) -> dict[str, float]:
+def headline(summary: list[dict], alpha: float) -> dict[str, float | None]:
     """Mean target share over pairs: unsteered, steered at ``alpha``, random control at ``alpha``."""
 
-    def mean(condition: str, key: str, at: float | None) -> float:
+    def mean(condition: str, key: str, at: float | None) -> float | None:
         values = [
             row[key]
             for row in summary
             if row["condition"] == condition and (at is None or row["alpha"] == at)
         ]
         values = [v for v in values if v == v]
-        return sum(values) / len(values) if values else math.nan
+        return sum(values) / len(values) if values else None
 
     return {
         "alpha": alpha,
@@ -209,16 +207,6 @@ def headline(summary: list[dict], alpha: float) -> dict[str, float]:
         "bits_per_byte_steer": mean("steer", "bits_per_byte", alpha),
         "bits_per_byte_random": mean("random", "bits_per_byte", alpha),
     }
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 def log_steering(tracker, out: Path, n_samples: int = 40) -> None:
