@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from mlinguality.ablation.evaluation import encode_texts, evaluate
-from mlinguality.ablation.hooks import NeuronMask, firing_rate, random_matched_mask
+from mlinguality.ablation.hooks import NeuronMask, random_matched_mask
 from mlinguality.activations.stats import ActivationStats
 from mlinguality.errors import MlingualityError
 from mlinguality.steering.generation import Generations, generate
@@ -166,12 +166,11 @@ def random_intervention(
     activity=None,
 ) -> Intervention:
     """The pair's intervention on random neurons: each side's set replaced by a random set
-    matched in count per layer and in activity, moved to the same kind of target values."""
-    if activity is None:
-        activity = firing_rate(stats)
+    matched in count per layer (and in ``activity`` bins when given), moved to the same kind of
+    target values."""
+    options = {} if activity is None else {"activity": activity}
     fake = {
-        lang: random_matched_mask(masks[lang], generator, activity=activity)
-        for lang in (source, target)
+        lang: random_matched_mask(masks[lang], generator, **options) for lang in (source, target)
     }
     intervention = language_intervention(
         stats,
@@ -215,7 +214,7 @@ def steering_experiment(
             raise MlingualityError(f"steering pair {source}->{target}: same language")
         if source not in prompts or not prompts[source]:
             raise MlingualityError(f"steering: no prompts for source language {source!r}")
-    activity = firing_rate(stats)
+    activity = None  # count-matched; activity-matched once ablation.hooks offers it
     sources = list(dict.fromkeys(source for source, _ in pairs))
     per_pair = len(settings.alphas) * (1 + settings.n_random)
     total, done = len(sources) + len(pairs) * per_pair, 0
