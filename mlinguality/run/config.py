@@ -220,7 +220,7 @@ class SteeringConfig(_Section):
         max_new_tokens: Tokens generated per prompt.
         do_sample: Sample instead of greedy decoding.
         temperature: Sampling temperature.
-        n_random: Activity-matched random neuron sets per alpha (the control).
+        n_random: Random neuron sets (matched in count per layer) per alpha: the control.
         batch_size: Prompts per generation batch.
     """
 

@@ -6,8 +6,7 @@ Conditions per pair, on the same prompts (greedy, or sampled with the same seeds
 - ``none``: no intervention (one generation per source, scored against every target);
 - ``steer``: :func:`~mlinguality.steering.interventions.language_intervention` at each ``alpha``;
 - ``random``: the same intervention on random neurons matched to the selected ones in count per
-  layer and in activity (firing-rate bins on the selection data,
-  :func:`mlinguality.ablation.hooks.random_matched_mask`), ``n_random`` draws per alpha.
+  layer (:func:`mlinguality.ablation.hooks.random_matched_mask`), ``n_random`` draws per alpha.
 
 Each generation is scored by an offline identifier (target / source / other), by its fluency
 (bits per byte of the generated text, BOS first, under the *unsteered* model, as in
@@ -61,7 +60,7 @@ class SteeringSettings:
         do_sample: Sample instead of greedy decoding (same seeds in every condition).
         temperature: Sampling temperature.
         seed: Sampling and random-control seed.
-        n_random: Random matched neuron sets per alpha (0: no random control).
+        n_random: Random count-matched neuron sets per alpha (0: no random control).
         batch_size: Prompts per generation batch.
         distinct: n of the distinct-n-gram rate.
     """
