@@ -62,6 +62,10 @@ class OfflineRun:
     tags: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     exit_code: int | None = None
+    # logged artifacts: name, type, aliases, files (manifest paths), history rows before it
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    # metric definitions (define_metric): name or glob -> {"step_metric", "summary"}
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def read_offline_run(folder: Path, timeout_s: float = 60.0) -> OfflineRun:
@@ -106,6 +110,67 @@ def _parse_offline_run(folder: Path) -> OfflineRun:
                 run.summary[_key(item)] = json.loads(item.value_json)
         elif kind == "files":
             run.files += [f.path for f in record.files.files]
+        elif kind == "artifact":
+            art = record.artifact
+            if art.type.startswith("run_table") or art.name.startswith("run-"):
+                continue  # wandb's own per-table artifacts
+            run.artifacts.append(
+                {
+                    "name": art.name,
+                    "type": art.type,
+                    "aliases": list(art.aliases),
+                    "files": sorted(entry.path for entry in art.manifest.contents),
+                    "after_history_rows": len(run.history),
+                }
+            )
+        elif kind == "metric":
+            name = record.metric.name or record.metric.glob_name
+            run.metrics[name] = {
+                "step_metric": record.metric.step_metric,
+                "summary_none": record.metric.summary.none,
+            }
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
+    return run
+
+
+def check_run_mirror(run_dir: Path) -> OfflineRun:
+    """Assert what a runner's offline W&B run must show; return it for further checks.
+
+    - the config first, with the mode actually used (``tracking.wandb`` is not ``auto``);
+    - live progress: one ``progress/stage`` row per stage (1, 2, ...), all logged before any
+      result (per-layer rows, tables, artifacts);
+    - summary keys with one meaning: no per-layer series and no ``layer`` in the summary; the
+      headline numbers equal ``summary.json``'s;
+    - tables and images in rows without a ``layer`` stamp;
+    - artifacts for the statistics, the selected neurons, the report and the config.
+    """
+    from mlinguality.run.report import flatten
+
+    (folder,) = (Path(run_dir) / "wandb").glob("offline-run-*")
+    run = read_offline_run(folder)
+    assert run.exit_code == 0
+    assert run.config["tracking"]["wandb"] == "offline"
+    stages = json.loads((Path(run_dir) / "stages.json").read_text())
+    progress = [i for i, row in enumerate(run.history) if "progress/stage" in row]
+    assert [run.history[i]["progress/stage"] for i in progress] == list(range(1, len(stages) + 1))
+    first_result = min(i for i, row in enumerate(run.history) if "layer" in row)
+    assert max(progress) < first_result
+    assert all(art["after_history_rows"] > max(progress) for art in run.artifacts)
+    per_layer = {key for row in run.history if "layer" in row for key in row} - {"layer"}
+    assert per_layer and all(key.startswith("per_layer/") for key in per_layer if key[0] != "_")
+    assert not per_layer & set(run.summary) and "layer" not in run.summary
+    summary = flatten(json.loads((Path(run_dir) / "summary.json").read_text()))
+    for key, value in summary.items():
+        if key.split("/")[0] in ("selectivity", "ablation") and isinstance(value, float):
+            assert run.summary[key] == value, key
+    for row in run.history:
+        if any(key.endswith("/_type") for key in row):
+            assert "layer" not in row, sorted(row)
+    kinds = {art["type"]: art for art in run.artifacts}
+    assert set(kinds) >= {"stats", "selected-neurons", "report", "config"}, kinds
+    assert any(name.startswith("stats/") for name in kinds["stats"]["files"])
+    assert "selected_neurons.csv" in kinds["selected-neurons"]["files"]
+    assert "report.md" in kinds["report"]["files"] and kinds["config"]["files"] == ["config.yaml"]
+    assert all(Path(run_dir).name in art["aliases"] for art in run.artifacts)
     return run

@@ -33,6 +33,7 @@ from torch import Tensor
 from mlinguality.activations.batching import (
     Batch,
     TokenizedText,
+    ensure_eval,
     pad_batch,
     pad_token_id,
     plan_batches,
@@ -255,12 +256,27 @@ def token_nll(
     return torch.where(pairs, log_partition - target_logit, torch.zeros_like(target_logit))
 
 
-def evaluate(model, encoded: EncodedTexts) -> LanguageLoss:
+def evaluate(model, encoded: EncodedTexts | Sequence[str]) -> LanguageLoss:
     """Summed next-token NLL of every text in ``encoded`` under ``model`` as it is now.
 
     Hooks active on the model (an :func:`mlinguality.ablation.hooks.ablate` block) apply to every
-    forward pass here: one pass per batch, no other work on the model.
+    forward pass here: one pass per batch, no other work on the model. The model is put in
+    eval mode first (with a warning if it was training).
+
+    Args:
+        model: A TransformerBridge.
+        encoded: Texts encoded once by :func:`encode_texts` (reuse them across conditions), or
+            plain strings (encoded here with ``model.tokenizer`` and the default batching).
+
+    >>> from mlinguality import TinyModelConfig, load_model
+    >>> model = load_model(TinyModelConfig(n_layers=2, d_mlp=64))
+    >>> loss = evaluate(model, ["Blessed are the peacemakers.", "Amen."])
+    >>> loss.n_tokens > 0 and loss.bits_per_byte > 0
+    True
     """
+    if not isinstance(encoded, EncodedTexts):
+        encoded = encode_texts(model.tokenizer, list(encoded), device=_device(model))
+    ensure_eval(model)
     text_nll = torch.zeros(encoded.n_texts, dtype=torch.float64)
     with torch.no_grad():
         for batch in encoded.batches:
@@ -276,6 +292,14 @@ def evaluate(model, encoded: EncodedTexts) -> LanguageLoss:
             per_text = einops.reduce(per_token.double(), "batch pos -> batch", "sum")
             text_nll[batch.indices] = per_text.cpu()
     return LanguageLoss(encoded.lang, text_nll, encoded.n_predicted, encoded.n_bytes)
+
+
+def _device(model) -> str:
+    """The device of the model's weights (where batch tensors must live)."""
+    try:
+        return str(next(model.parameters()).device)
+    except (AttributeError, StopIteration):
+        return "cpu"
 
 
 def evaluate_languages(model, encoded: dict[str, EncodedTexts]) -> dict[str, LanguageLoss]:

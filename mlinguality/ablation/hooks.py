@@ -231,8 +231,13 @@ def ablation_hooks(
 ) -> AblationHooks:
     """The ``fwd_hooks`` that set the neurons of ``mask`` to their targets, with their records.
 
+    Pass the result to ``model.run_with_hooks(..., fwd_hooks=hooks)``, or use :func:`ablate` to
+    keep the hooks on for a block of code.
+
     Args:
-        model: A TransformerBridge (or HookedTransformer) with ``hook_template`` hook points.
+        model: A TransformerLens ``TransformerBridge`` (what :func:`mlinguality.load_model`
+            returns, or one you built with ``TransformerBridge.boot_transformers``) whose
+            ``hook_dict`` has the ``hook_template`` hook points.
         mask: True at the neurons to ablate, ``[n_layers, d_mlp]``.
         mode: ``"zero"``, ``"mean"`` (needs ``mean``) or ``"values"`` (needs ``values``).
         mean: Per-neuron mean activation over all languages (:func:`mean_activation`).
@@ -241,6 +246,12 @@ def ablation_hooks(
 
     Raises:
         AblationError: empty mask, wrong mask shape, unknown hook name or bad mode arguments.
+
+    >>> from mlinguality import TinyModelConfig, load_model
+    >>> model = load_model(TinyModelConfig(n_layers=2, d_mlp=64))
+    >>> hooks = ablation_hooks(model, mask_from_pairs([(1, 5)], n_layers=2, d_mlp=64))
+    >>> [name for name, _ in hooks]  # a writing hook, then a checking hook
+    ['blocks.1.mlp.hook_post', 'blocks.1.mlp.hook_post']
     """
     n_layers, d_mlp = model.cfg.n_layers, model.cfg.d_mlp
     if mask.dtype != torch.bool or tuple(mask.shape) != (n_layers, d_mlp):

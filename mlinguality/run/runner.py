@@ -9,7 +9,8 @@
 - ``layer_profile.csv``, ``u_shape.csv``: the per-layer selectivity profile with permutation
   p-values, and the U-shape statistic per metric and pair;
 - ``selectivity.csv``, ``selected_neurons.safetensors``: the language-specific neurons
-  (count per language and layer; the masks);
+  (count per language and layer; the masks), and ``selected_neurons.csv``/``.json``: one row
+  per (lang, layer, neuron, score);
 - ``ablation.csv``, ``ablation.json``, ``ablation.png``: per-language bits per byte under every
   ablation, the matrix of changes and its diagonal dominance;
 - ``summary.json`` (the headline numbers), ``report.md`` with the plots under ``plots/``;
@@ -21,8 +22,9 @@ kept under ``cache_dir/{stage}-{hash}/``, so a later run with the same settings 
 ``selectivity.top_rate`` reusing the collected statistics, say) links the files instead of
 recomputing them. Collection also checkpoints each language mid-way.
 
-W&B (:mod:`mlinguality.run.tracking`) mirrors the finished local results; a W&B failure warns and
-the run still completes.
+W&B (:mod:`mlinguality.run.tracking`) opens with the config when the run starts, logs each
+stage as it finishes, then mirrors the local results and logs them as artifacts; a W&B failure
+warns and the run still completes.
 """
 
 from __future__ import annotations
@@ -50,7 +52,12 @@ STAGES = ("collect", "score", "select", "ablate", "steer")
 _OUTPUTS = {
     "collect": ["stats", "corpus.json"],
     "score": ["layer_profile.csv", "u_shape.csv"],
-    "select": ["selectivity.csv", "selected_neurons.safetensors"],
+    "select": [
+        "selectivity.csv",
+        "selected_neurons.safetensors",
+        "selected_neurons.csv",
+        "selected_neurons.json",
+    ],
     "ablate": ["ablation.csv", "ablation.json", "ablation.png"],
     "steer": ["steering"],
 }
@@ -64,13 +71,17 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def stage_keys(config: RunConfig) -> dict[str, str]:
+def stage_keys(config: RunConfig, model_id: str | None = None) -> dict[str, str]:
     """The settings hash of every stage; a stage's hash covers everything upstream of it.
 
     Knobs that do not change results (device, threads, batch sizes, tracking) are left out, so
-    a run on another machine or with another batch size reuses the same stages.
+    a run on another machine or with another batch size reuses the same stages. ``model_id``
+    (a :func:`~mlinguality.fingerprint.model_fingerprint` of a model handed to the runner)
+    replaces the spec string: the cache then follows the weights, not the name.
     """
     model = {"spec": config.model.spec, "dtype": config.model.dtype}
+    if model_id is not None:
+        model = {"fingerprint": model_id, "dtype": config.model.dtype}
     collection = {k: v for k, v in vars(config.collection).items() if k != "batch_tokens"}
     collect = _digest("collect", model, vars(config.corpus), collection)
     sel = config.selectivity
@@ -260,8 +271,10 @@ def run_experiment(config: RunConfig, resume: str | Path | None = None, model=No
     Args:
         config: The resolved run configuration.
         resume: An earlier run folder to finish; stages whose settings are unchanged are kept.
-        model: The model of ``config.model``, already loaded (a notebook or test session that
-            holds it saves the load); by default it is loaded when a stage first needs it.
+        model: A model already loaded (a notebook or test session that holds it saves the
+            load; or your own TransformerBridge); by default ``config.model.spec`` is loaded
+            when a stage first needs it. Cached stages are then keyed on its weights
+            (:func:`~mlinguality.fingerprint.model_fingerprint`), not on ``model.spec``.
     """
     _check_names(config)
     start = time.perf_counter()
@@ -282,45 +295,59 @@ def run_experiment(config: RunConfig, resume: str | Path | None = None, model=No
 
     cache = Path(config.cache_dir) if config.cache_dir else None
     log = StageLog(run_dir, cache)
-    keys = stage_keys(config)
+    model_id = None
+    if model is not None:
+        from mlinguality.fingerprint import model_fingerprint
+
+        model_id = model_fingerprint(model)
+    keys = stage_keys(config, model_id)
     inputs = _Inputs(config)
     inputs._model = model
     # checkpoints of a killed collection live beside the cache, so any rerun resumes them
     partial = (cache or run_dir) / f".partial-collect-{keys['collect']}"
-    origins = {
-        "collect": log.run(
-            "collect", keys["collect"], lambda: stages.collect(config, inputs, run_dir, partial)
-        ),
-        "score": log.run("score", keys["score"], lambda: stages.score(config, run_dir)),
-        "select": log.run("select", keys["select"], lambda: stages.select(config, run_dir)),
-    }
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("collect", lambda: stages.collect(config, inputs, run_dir, partial)),
+        ("score", lambda: stages.score(config, run_dir)),
+        ("select", lambda: stages.select(config, run_dir)),
+    ]
     if config.ablation.enabled:
-        origins["ablate"] = log.run(
-            "ablate", keys["ablate"], lambda: stages.ablate(config, inputs, run_dir)
-        )
+        steps.append(("ablate", lambda: stages.ablate(config, inputs, run_dir)))
     if config.steering.enabled:
         from mlinguality.run.steering import stage as steer
 
-        origins["steer"] = log.run("steer", keys["steer"], lambda: steer(config, inputs, run_dir))
+        steps.append(("steer", lambda: steer(config, inputs, run_dir)))
 
     from mlinguality.run.report import write_report
+    from mlinguality.run.tracking import Tracker
 
-    total = time.perf_counter() - start
-    summary = write_report(config, run_dir, log.entries, origins, total)
-    _mirror_to_wandb(config, run_dir, summary)
+    # W&B opens now, with the config, so a long run shows live progress (and a crash shows)
+    tracker = Tracker(config.tracking, config.to_dict(), run_dir, name=run_dir.name)
+    tracker.start()
+    try:
+        origins = {}
+        for done, (stage, compute) in enumerate(steps, start=1):
+            origins[stage] = log.run(stage, keys[stage], compute)
+            tracker.log_stage(stage, done, len(steps), log.entries[stage]["seconds"])
+        total = time.perf_counter() - start
+        summary = write_report(config, run_dir, log.entries, origins, total)
+        _mirror_to_wandb(tracker, run_dir, summary, keys)
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    tracker.finish()
+    if tracker.offline_dir is not None:
+        logger.info("W&B offline run: upload later with `wandb sync %s`", tracker.offline_dir)
     logger.info("done in %.1f s: %s", time.perf_counter() - start, run_dir / "report.md")
     return run_dir
 
 
-def _mirror_to_wandb(config: RunConfig, run_dir: Path, summary: dict) -> None:
-    from mlinguality.run.report import wandb_payload
-    from mlinguality.run.tracking import Tracker
-
-    tracker = Tracker(config.tracking, config.to_dict(), run_dir, name=run_dir.name)
-    if tracker.mode == "disabled":
+def _mirror_to_wandb(tracker, run_dir: Path, summary: dict, keys: dict[str, str]) -> None:
+    """Per-layer series, tables, images, the summary and the artifacts of a finished run."""
+    if not tracker.active:
         return
+    from mlinguality.run.report import wandb_payload
+
     payload = wandb_payload(run_dir, summary)
-    tracker.start()
     tracker.log_layers(payload["layers"])
     for key, (columns, rows) in payload["tables"].items():
         tracker.log_table(key, columns, rows)
@@ -329,6 +356,32 @@ def _mirror_to_wandb(config: RunConfig, run_dir: Path, summary: dict) -> None:
     from mlinguality.run.steering import OUTPUT, log_steering
 
     log_steering(tracker, run_dir / OUTPUT)
-    tracker.finish()
-    if tracker.offline_dir is not None:
-        logger.info("W&B offline run: upload later with `wandb sync %s`", tracker.offline_dir)
+    meta = {"run": run_dir.name, "model": summary["run"]["model"], "langs": summary["run"]["langs"]}
+    tracker.log_artifact(
+        f"stats-{keys['collect']}",
+        "stats",
+        [run_dir / "stats", run_dir / "corpus.json"],
+        {**meta, "stage_key": keys["collect"]},
+    )
+    neurons = ["selected_neurons.csv", "selected_neurons.json", "selected_neurons.safetensors"]
+    tracker.log_artifact(
+        f"neurons-{keys['select']}",
+        "selected-neurons",
+        [run_dir / name for name in neurons],
+        {**meta, "stage_key": keys["select"]},
+    )
+    report = [
+        "report.md",
+        "summary.json",
+        "plots",
+        "layer_profile.csv",
+        "u_shape.csv",
+        "selectivity.csv",
+        "ablation.csv",
+        "ablation.json",
+        "ablation.png",
+    ]
+    tracker.log_artifact(
+        f"report-{run_dir.name}", "report", [run_dir / name for name in report], meta
+    )
+    tracker.log_artifact(f"config-{run_dir.name}", "config", [run_dir / "config.yaml"], meta)

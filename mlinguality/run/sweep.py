@@ -1,20 +1,22 @@
 """Run a W&B sweep file locally, with no W&B server: grid and random search.
 
-A sweep file is W&B's own format, so ``wandb sweep FILE && wandb agent ID`` runs it unchanged::
+A sweep file is W&B's own format, so ``wandb sweep FILE && wandb agent ID`` runs it unchanged.
+The command is the installed ``mlinguality`` console script, so it works from a pip install::
 
-    program: experiments/run.py
     method: grid                 # grid | random (bayes needs the W&B server)
     metric: {name: ablation/diagonal_dominance, goal: maximize}
     parameters:
       selectivity.top_rate: {values: [0.005, 0.01, 0.02]}
       ablation.mode: {values: [zero, mean]}
-    command: [${env}, ${interpreter}, ${program}, experiments/configs/paper.yaml, ${args}]
+    command: [mlinguality, run, ${args}]     # the built-in defaults = the main job
 
-``mlinguality sweep FILE`` expands the parameters, builds each run's command exactly as
+``mlinguality sweep FILE`` first checks the file against W&B's own sweep schema
+(:func:`schema_violations`), expands the parameters, builds each run's command exactly as
 ``wandb agent`` does (wandb's own ``create_sweep_command_args``: ``--selectivity.top_rate=0.02``),
-adds ``--tracking.group``, ``--tracking.wandb``, ``--output_dir`` and ``--name`` so that every run
-lands in one W&B group and one sweep folder, runs them one after another, and writes
-``sweep.csv`` (one row per run: parameters, status, headline numbers) after each run.
+adds ``--tracking.group``, ``--tracking.wandb``, ``--output_dir`` and ``--name`` (made from the
+swept values, e.g. ``rate_mode-003-top_rate=0.02-mode=mean``) so that every run lands in one W&B
+group and one sweep folder, runs them one after another, and writes ``sweep.csv`` (one row per
+run: parameters, status, headline numbers) after each run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import logging
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -39,19 +42,11 @@ from mlinguality.errors import MlingualityError
 
 logger = logging.getLogger(__name__)
 
-_KNOWN_KEYS = {
-    "program",
-    "method",
-    "metric",
-    "parameters",
-    "command",
-    "name",
-    "description",
-    "project",
-    "entity",
-    "early_terminate",
-    "run_cap",
-}
+# W&B's own sweep-config JSON schema (from W&B's `sweeps` package, MIT licence, the engine
+# behind `wandb[sweeps]`), vendored: that package pins numpy<2 and pulls scikit-learn.
+_SCHEMA = Path(__file__).with_name("sweep_schema.json")
+# the argument macros whose --key=value / key=value form `mlinguality run` understands
+# the distributions this module samples (W&B's schema names more; they need its server)
 _DISTRIBUTIONS = {
     "constant",
     "categorical",
@@ -63,7 +58,8 @@ _DISTRIBUTIONS = {
     "q_log_uniform_values",
     "normal",
 }
-_DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
+_ARG_MACROS = ("${args}", "${args_no_hyphens}", "${args_no_boolean_flags}")
+_DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]  # W&B's default
 
 
 @dataclass
@@ -108,47 +104,72 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise MlingualityError(f"sweep {path}: {error}") from None
 
 
+def schema_violations(data: Any) -> list[str]:
+    """Violations of W&B's sweep-config schema (what ``wandb sweep`` would reject), one per line.
+
+    The JSON schema W&B's sweep engine validates with, plus its two checks that a schema cannot
+    express: ``min < max`` and categorical ``probabilities`` that match ``values`` and sum to 1.
+
+    >>> schema_violations({"method": "grid", "metric": {"name": "x", "goal": "maximise"},
+    ...                    "parameters": {"a": {"values": [1]}}})
+    ["'maximise' is not one of ['minimize', 'maximize']"]
+    >>> schema_violations({"method": "random", "parameters": {"a": {"min": 2.0, "max": 1.0}}})
+    ['parameters.a: min 2.0 is not less than max 1.0']
+    """
+    import jsonschema
+
+    schema = json.loads(_SCHEMA.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft7Validator(schema)
+    found = [error.message for error in validator.iter_errors(data)]
+    for name, spec in (data.get("parameters") or {}).items() if isinstance(data, dict) else []:
+        if not isinstance(spec, dict):
+            continue
+        low, high = spec.get("min"), spec.get("max")
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+        if numbers and low >= high:
+            found.append(f"parameters.{name}: min {low} is not less than max {high}")
+        probabilities = spec.get("probabilities")
+        if isinstance(probabilities, list) and isinstance(spec.get("values"), list):
+            if len(probabilities) != len(spec["values"]):
+                found.append(f"parameters.{name}: values and probabilities differ in length")
+            elif not math.isclose(sum(probabilities), 1.0, abs_tol=1e-6):
+                found.append(f"parameters.{name}: probabilities do not sum to 1")
+    return found
+
+
 def parse_sweep(data: Any, default_name: str = "sweep") -> SweepSpec:
-    """Check a sweep dict (the parsed YAML) and return its :class:`SweepSpec`."""
+    """Check a sweep dict (the parsed YAML) against W&B's schema, then what runs locally."""
     if not isinstance(data, dict):
-        raise MlingualityError("expected a mapping with program, method, parameters")
-    unknown = sorted(set(data) - _KNOWN_KEYS)
-    if unknown:
+        raise MlingualityError("expected a mapping with method and parameters")
+    violations = schema_violations(data)
+    if violations:
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        raise MlingualityError(f"not a valid W&B sweep: {violations[0]}{more}")
+    method = data["method"]
+    if method in ("bayes", "custom"):
         raise MlingualityError(
-            f"unknown key {unknown[0]!r} (known: {', '.join(sorted(_KNOWN_KEYS))})"
-        )
-    method = data.get("method")
-    if method == "bayes":
-        raise MlingualityError(
-            "method 'bayes' needs the W&B sweep server: run `wandb sweep FILE` then "
+            f"method {method!r} needs the W&B sweep server: run `wandb sweep FILE` then "
             "`wandb agent SWEEP_ID` (local sweeps run grid and random)"
         )
-    if method not in ("grid", "random"):
-        raise MlingualityError(f"method: expected 'grid' or 'random', got {method!r}")
-    if "program" not in data:
-        raise MlingualityError("program: missing (the script wandb agent runs)")
-    parameters = data.get("parameters")
-    if not isinstance(parameters, dict) or not parameters:
-        raise MlingualityError("parameters: expected a non-empty mapping")
+    parameters = data["parameters"]
     for name, spec in parameters.items():
         _check_parameter(str(name), spec, method)
-    command = data.get("command", list(_DEFAULT_COMMAND))
-    if not isinstance(command, list) or "${args}" not in command:
-        raise MlingualityError("command: must be a list containing ${args}")
-    metric = data.get("metric") or {}
-    if not isinstance(metric, dict):
-        raise MlingualityError("metric: expected a mapping with name and goal")
-    run_cap = data.get("run_cap")
-    if run_cap is not None and (not isinstance(run_cap, int) or run_cap < 1):
-        raise MlingualityError(f"run_cap: expected a positive integer, got {run_cap!r}")
+    command = [str(part) for part in data.get("command", _DEFAULT_COMMAND)]
+    if not any(macro in command for macro in _ARG_MACROS):
+        raise MlingualityError(
+            f"command: pass the parameters with one of {', '.join(_ARG_MACROS)} "
+            "(mlinguality run reads --section.key=value or section.key=value)"
+        )
+    if "${program}" in command and "program" not in data:
+        raise MlingualityError("program: missing, but the command uses ${program}")
     return SweepSpec(
-        program=str(data["program"]),
+        program=str(data.get("program", "")),
         method=method,
         parameters={str(k): dict(v) for k, v in parameters.items()},
-        command=[str(part) for part in command],
-        metric=metric,
+        command=command,
+        metric=dict(data.get("metric") or {}),
         name=str(data.get("name") or default_name),
-        run_cap=run_cap,
+        run_cap=data.get("run_cap"),
     )
 
 
@@ -166,10 +187,9 @@ def _distribution(spec: dict[str, Any]) -> str:
     return "unknown"
 
 
-def _check_parameter(name: str, spec: Any, method: str) -> None:
+def _check_parameter(name: str, spec: dict[str, Any], method: str) -> None:
+    """What W&B accepts but this local runner cannot do (the schema has already passed)."""
     where = f"parameters.{name}"
-    if not isinstance(spec, dict):
-        raise MlingualityError(f"{where}: expected a mapping like {{values: [...]}}")
     if "parameters" in spec:
         raise MlingualityError(
             f"{where}: nested parameters are not supported; use dotted names like "
@@ -178,13 +198,8 @@ def _check_parameter(name: str, spec: Any, method: str) -> None:
     dist = _distribution(spec)
     if dist not in _DISTRIBUTIONS:
         raise MlingualityError(f"{where}: distribution {dist!r} is not supported locally")
-    if "values" in spec and (not isinstance(spec["values"], list) or not spec["values"]):
-        raise MlingualityError(f"{where}: values must be a non-empty list")
     if method == "grid" and dist not in ("constant", "categorical"):
         raise MlingualityError(f"{where}: grid sweeps need value or values, not {dist!r}")
-    needs_range = dist not in ("constant", "categorical", "normal")
-    if needs_range and not ("min" in spec and "max" in spec):
-        raise MlingualityError(f"{where}: distribution {dist!r} needs min and max")
 
 
 def expand(spec: SweepSpec, count: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
@@ -247,13 +262,34 @@ def agent_command(spec: SweepSpec, params: dict[str, Any], extra: dict[str, Any]
     variables["interpreter"] = [sys.executable]
     variables["program"] = [spec.program]
     variables["env"] = ["/usr/bin/env"] if os.name != "nt" else []
+    command = create_sweep_command(list(spec.command))
+    if command[:1] == ["mlinguality"]:  # the console script, run by this very interpreter
+        command = [sys.executable, "-m", "mlinguality", *command[1:]]
     argv: list[str] = []
-    for part in create_sweep_command(list(spec.command)):
+    for part in command:
         if part.startswith("${") and part.endswith("}"):
             argv += variables.get(part[2:-1]) or []
         else:
             argv.append(part)
     return argv
+
+
+def run_name(sweep: str, index: int, params: dict[str, Any]) -> str:
+    """A run name from the swept values: ``{sweep}-{index}-{leaf}={value}-...`` (folder-safe).
+
+    >>> run_name("rate_mode", 3, {"selectivity.top_rate": 0.02, "model.spec": "Qwen/Qwen2.5-0.5B"})
+    'rate_mode-003-top_rate=0.02-spec=Qwen_Qwen2.5-0.5B'
+    """
+
+    def text(value: Any) -> str:
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        return re.sub(r"[^\w.,=+-]", "_", str(value))
+
+    parts = [f"{key.rsplit('.', 1)[-1]}={text(value)}" for key, value in params.items()]
+    return "-".join([sweep, f"{index:03d}", *parts])[:120]
 
 
 def run_sweep(
@@ -280,7 +316,7 @@ def run_sweep(
     logger.info("sweep %s: %d runs (%s) into %s", spec.name, len(runs), spec.method, sweep_dir)
     rows: list[dict[str, Any]] = []
     for index, params in enumerate(runs):
-        name = f"{spec.name}-{index:03d}"
+        name = run_name(spec.name, index, params)
         extra = {
             "name": name,
             "output_dir": str(sweep_dir),

@@ -1,4 +1,4 @@
-"""The W&B mirror of a run: config, per-layer metrics, tables, plots and summary.
+"""The W&B side of a run: opened at the start, live stage progress, results, artifacts.
 
 Only runners use this module, and wandb is imported only when a run is actually tracked. Local
 files are the results; W&B is a copy of them. Any W&B failure (no network, a bad key, a crash in
@@ -6,9 +6,26 @@ wandb itself) logs one warning, turns the tracker off, and lets the run finish.
 
 Mode ``"auto"`` is ``WANDB_MODE`` when that is set, else online when an API key is configured
 (``WANDB_API_KEY`` or a netrc entry for the W&B host), else offline: offline runs are written
-under the run folder and uploaded later with ``wandb sync RUN_DIR/wandb/offline-run-*``.
+under the run folder and uploaded later with ``wandb sync RUN_DIR/wandb/offline-run-*``. The
+mode actually used is what the W&B config records as ``tracking.wandb``.
 
-Keys are namespaced: ``selectivity/...``, ``ablation/...``, ``perf/...``.
+What a run logs, and what each key means (one meaning per key, history and summary alike):
+
+- at the start: the whole resolved config; wandb adds system metrics and the console log;
+- after each stage: ``progress/stage`` (1, 2, ... stages done), ``progress/fraction`` and
+  ``perf/{stage}_s`` (seconds; ``perf/...`` in the summary are the same numbers);
+- per-layer series under ``per_layer/...`` with ``layer`` as their x axis (``define_metric``)
+  and no summary value (a per-layer series has no single value);
+- the headline numbers as summary keys (``selectivity/u_shape``, ``selectivity/n_selected/de``
+  = the total over layers, ``ablation/diagonal_dominance``, ...);
+- tables (``selectivity/layer_profile``, ``ablation/matrix``) and images, logged once, never
+  stamped with a layer;
+- artifacts a later run can ``use_artifact``: ``stats-{collect key}`` (type ``stats``),
+  ``neurons-{select key}`` (``selected-neurons``), ``report-{run}`` (``report``: report.md,
+  CSVs, plots, summary) and ``config-{run}`` (``config``).
+
+Inside a W&B run you opened yourself (``wandb.init`` in a notebook), the tracker logs into that
+run and leaves it open: it never finishes a run it did not start.
 """
 
 from __future__ import annotations
@@ -67,7 +84,7 @@ class Tracker:
 
     Args:
         config: The tracking section of the run config.
-        run_config: The whole resolved config (logged as the W&B config).
+        run_config: The whole resolved config (logged as the W&B config, with the mode used).
         run_dir: The local run folder; W&B writes under ``run_dir/wandb``.
         name: The W&B run name.
     """
@@ -77,10 +94,11 @@ class Tracker:
     ) -> None:
         self.config = config
         self.mode: Mode = resolve_mode(config.wandb)
-        self.run_config = run_config
+        self.run_config = _with_mode(run_config, self.mode)
         self.run_dir = Path(run_dir)
         self.name = name
         self.run: Any = None
+        self.owned = True  # False inside a run the user opened: never finish that one
         self.failed = False
 
     @property
@@ -88,31 +106,44 @@ class Tracker:
         return self.run is not None and not self.failed
 
     def start(self) -> None:
-        """Open the W&B run (offline files go to ``run_dir/wandb``)."""
+        """Open the W&B run (offline files go to ``run_dir/wandb``), or join the user's run."""
         if self.mode == "disabled":
             return
         try:
             import wandb
 
-            self.run = wandb.init(
-                project=self.config.project,
-                entity=self.config.entity,
-                group=self.config.group,
-                tags=list(self.config.tags) or None,
-                name=self.name,
-                config=self.run_config,
-                dir=str(self.run_dir),
-                mode=self.mode,
-                reinit="finish_previous",
-            )
-            self.run.define_metric("layer")
-            self.run.define_metric("selectivity/*", step_metric="layer")
+            if wandb.run is not None:  # a run the user opened: log into it, leave it open
+                self.run, self.owned = wandb.run, False
+                self.run.config.update(self.run_config, allow_val_change=True)
+                logger.info("W&B: logging into your open run %s (left open)", self.run.name)
+            else:
+                self.run = wandb.init(
+                    project=self.config.project,
+                    entity=self.config.entity,
+                    group=self.config.group,
+                    tags=list(self.config.tags) or None,
+                    name=self.name,
+                    config=self.run_config,
+                    dir=str(self.run_dir),
+                    mode=self.mode,
+                )
+            self.run.define_metric("layer", summary="none")
+            self.run.define_metric("per_layer/*", step_metric="layer", summary="none")
         except Exception as error:  # noqa: BLE001 - W&B must never stop the run
             self._warn("init", error)
             self.run = None
 
+    def log_stage(self, stage: str, done: int, total: int, seconds: float) -> None:
+        """Live progress: ``stage`` finished as number ``done`` of ``total`` in ``seconds``."""
+        row = {
+            "progress/stage": done,
+            "progress/fraction": done / max(total, 1),
+            f"perf/{stage}_s": seconds,
+        }
+        self._call("log_stage", lambda: self.run.log(row))
+
     def log_layers(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Log per-layer values as history with ``layer`` as the x axis (keys already namespaced)."""
+        """Per-layer rows ``{"layer": L, "per_layer/...": value}`` (``layer`` is their x axis)."""
         for row in rows:
             self._call("log", lambda row=row: self.run.log(dict(row)))
 
@@ -137,6 +168,31 @@ class Tracker:
         if images:
             self._call("log_images", log)
 
+    def log_artifact(
+        self,
+        name: str,
+        kind: str,
+        paths: Sequence[Path],
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Log files and folders (paths under ``run_dir``) as one artifact, aliased by run name."""
+        present = [Path(path) for path in paths if Path(path).exists()]
+
+        def log() -> None:
+            import wandb
+
+            artifact = wandb.Artifact(name, type=kind, metadata=metadata or {})
+            for path in present:
+                relative = path.relative_to(self.run_dir).as_posix()
+                if path.is_dir():
+                    artifact.add_dir(str(path), name=relative)
+                else:
+                    artifact.add_file(str(path), name=relative)
+            self.run.log_artifact(artifact, aliases=["latest", _alias(self.name)])
+
+        if present:
+            self._call(f"artifact {name}", log)
+
     def set_summary(self, summary: dict[str, Any]) -> None:
         """Write the headline numbers into the run summary."""
 
@@ -147,13 +203,14 @@ class Tracker:
         self._call("summary", update)
 
     def finish(self, exit_code: int = 0) -> None:
-        """Close the run (offline runs: the files are complete after this)."""
+        """Close the run (offline runs: the files are complete after this); a user's run stays open."""
         if self.run is None:
             return
-        try:
-            self.run.finish(exit_code=exit_code)
-        except Exception as error:  # noqa: BLE001
-            self._warn("finish", error)
+        if self.owned:
+            try:
+                self.run.finish(exit_code=exit_code)
+            except Exception as error:  # noqa: BLE001
+                self._warn("finish", error)
         self.run = None
 
     @property
@@ -182,3 +239,16 @@ class Tracker:
             what,
             message,
         )
+
+
+def _with_mode(run_config: dict[str, Any], mode: str) -> dict[str, Any]:
+    """The config as W&B records it: ``tracking.wandb`` is the mode used, not ``auto``."""
+    tracking = run_config.get("tracking")
+    if not isinstance(tracking, dict):
+        return run_config
+    return {**run_config, "tracking": {**tracking, "wandb": mode}}
+
+
+def _alias(name: str) -> str:
+    """An artifact alias from a run name (W&B aliases: letters, digits, ``-_.``)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:128]

@@ -11,7 +11,7 @@ import pytest
 
 from mlinguality.run.config import RunConfig
 from mlinguality.run.runner import run_experiment
-from tests.wandb_reader import read_offline_run
+from tests.wandb_reader import check_run_mirror
 
 pytestmark = pytest.mark.slow
 
@@ -62,8 +62,7 @@ def test_run_on_gemma_and_bible(gemma, tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert math.isfinite(summary["selectivity"]["u_shape"])
     assert summary["run"]["n_select"] >= 8 and summary["run"]["n_eval"] == 6
-    (folder,) = (run_dir / "wandb").glob("offline-run-*")
-    mirrored = read_offline_run(folder)
+    mirrored = check_run_mirror(run_dir)  # live progress, artifacts, unambiguous summary keys
     assert mirrored.summary["selectivity/u_shape"] == pytest.approx(
         summary["selectivity"]["u_shape"]
     )

@@ -12,7 +12,7 @@ import torch
 
 from mlinguality.run.config import RunConfig
 from tests.utils import assert_close
-from tests.wandb_reader import read_offline_run
+from tests.wandb_reader import check_run_mirror
 
 _TEXTS = {
     "en": [
@@ -243,25 +243,19 @@ def test_selection_and_summary_agree_with_the_files(first_run):
     assert sorted(profile["layer"].unique()) == [0, 1, 2, 3]
 
 
-def test_offline_wandb_run_mirrors_the_summary(first_run):
-    from mlinguality.run.report import flatten
-
+def test_offline_wandb_run_mirrors_the_run(first_run):
+    """Read back with wandb's records: config first, live progress, artifacts, clear keys."""
     _, config, run_dir = first_run
-    (folder,) = (run_dir / "wandb").glob("offline-run-*")
-    run = read_offline_run(folder)
+    run = check_run_mirror(run_dir)
     assert run.name == run_dir.name and run.tags == ["unit"]
     assert run.config["ablation"] == config.to_dict()["ablation"]
-    summary = flatten(json.loads((run_dir / "summary.json").read_text()))
-    for key in (
-        "selectivity/u_shape",
-        "ablation/diagonal_dominance",
-        "ablation/own_rise",
-        "perf/total_s",
-    ):
-        assert run.summary[key] == pytest.approx(summary[key]), key
     assert run.summary["ablation/matrix/_type"] == "table-file"
     assert run.summary["ablation/heatmap/_type"] == "image-file"
-    per_layer = [row for row in run.history if "selectivity/topk/en-ru" in row]
+    # selected neurons per layer are a series; their summary value is the total over layers
+    total = json.loads((run_dir / "summary.json").read_text())["selectivity"]["n_selected"]["ru"]
+    counts = [row["per_layer/n_selected/ru"] for row in run.history if "layer" in row]
+    assert run.summary["selectivity/n_selected/ru"] == total == sum(counts) and len(counts) == 4
+    per_layer = [row for row in run.history if "per_layer/selectivity/topk/en-ru" in row]
     assert [row["layer"] for row in per_layer] == [0, 1, 2, 3]
 
 
@@ -368,3 +362,89 @@ def test_recomputing_a_stage_in_place_leaves_the_cache_intact(first_run):
     assert _keys(run_dir)["select"] != key
     assert (run_dir / "selectivity.csv").read_bytes() != before  # recomputed in the run folder
     assert cached.read_bytes() == before  # the cache entry of the old settings is untouched
+
+
+# --- results back in Python: Run.load, compare, the model's identity ---------------------------
+
+
+def test_run_loads_back_with_a_tidy_neuron_table(first_run):
+    from mlinguality.run.results import Run
+    from mlinguality.selectivity.neurons import masks_from_table
+    from mlinguality.selectivity.scores import lape
+
+    _, config, run_dir = first_run
+    run = Run.load(str(run_dir))
+    assert run.config == config and run.summary == json.loads(
+        (run_dir / "summary.json").read_text()
+    )
+    assert list(run.neurons.columns) == ["lang", "layer", "neuron", "score"]
+    assert len(run.neurons) == run.summary["selectivity"]["n_selected_total"]
+    rebuilt = masks_from_table(run.neurons, 4, 64)
+    for lang, mask in run.masks.items():
+        assert rebuilt.get(lang, torch.zeros_like(mask)).equal(mask)
+    entropy, _ = lape(run.stats)  # the oracle: LAPE recomputed from the saved statistics
+    expected = entropy[run.neurons["layer"].values, run.neurons["neuron"].values]
+    assert_close(torch.tensor(run.neurons["score"].values), expected.double())
+    record = json.loads((run_dir / "ablation.json").read_text())
+    row = record["rows"].index("ru")
+    assert run.ablation_delta.loc["ru", "fr"] == pytest.approx(
+        record["delta_bits_per_byte"][row][1]
+    )
+    saved = json.loads((run_dir / "selected_neurons.json").read_text())
+    assert saved["metric"] == "lape" and len(saved["neurons"]) == len(run.neurons)
+
+
+def test_compare_reports_overlap_and_ablation_deltas(first_run, tmp_path, capsys):
+    import shutil
+
+    import pandas as pd
+
+    import mlinguality.run.cli as cli
+
+    _, _, run_dir = first_run
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other, ignore=shutil.ignore_patterns("wandb"))
+    neurons = pd.read_csv(other / "selected_neurons.csv")
+    ru = neurons[neurons["lang"] == "ru"]
+    assert len(ru) >= 2
+    neurons.drop(index=ru.index[0]).to_csv(other / "selected_neurons.csv", index=False)
+    record = json.loads((other / "ablation.json").read_text())
+    record["delta_bits_per_byte"] = [
+        [None if v is None else v + 0.25 for v in row] for row in record["delta_bits_per_byte"]
+    ]
+    (other / "ablation.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["compare", str(run_dir), str(other), "--out", str(tmp_path / "cmp")])
+    assert exit_.value.code == 0
+    overlap = pd.read_csv(tmp_path / "cmp" / "neuron_overlap.csv").set_index("lang")
+    assert overlap.loc["ru", "n_a"] == len(ru) and overlap.loc["ru", "n_both"] == len(ru) - 1
+    assert overlap.loc["ru", "jaccard"] == pytest.approx((len(ru) - 1) / len(ru))
+    delta = pd.read_csv(tmp_path / "cmp" / "ablation_delta.csv", index_col="ablated")
+    assert delta.loc["ru", "fr"] == pytest.approx(0.25)
+    profile = pd.read_csv(tmp_path / "cmp" / "profile.csv")
+    assert len(profile) and (profile["diff"].abs() < 1e-12).all()
+    assert (tmp_path / "cmp" / "profile_overlay.png").stat().st_size > 0
+    assert "## Selected neurons" in capsys.readouterr().out
+
+
+def test_a_model_object_keys_the_cache_on_its_weights(first_run):
+    """Another model under the same spec string must not reuse the first model's statistics."""
+    from mlinguality import TinyModelConfig, load_model
+    from mlinguality.run.runner import run_experiment
+
+    _, config, first_dir = first_run
+    other = load_model(
+        TinyModelConfig(architecture="gemma3", n_layers=4, d_model=32, d_mlp=64, seed=1)
+    )
+    overrides = [
+        "ablation.enabled=false",
+        "plots=false",
+        "name=othermodel",
+        "tracking.wandb=disabled",
+    ]
+    run_dir = run_experiment(config.with_overrides(overrides), model=other)
+    assert _stages(run_dir)["collect"] == "computed"
+    assert _keys(run_dir)["collect"] != _keys(first_dir)["collect"]
+    assert (run_dir / "stats" / "en.safetensors").read_bytes() != (
+        first_dir / "stats" / "en.safetensors"
+    ).read_bytes()

@@ -13,7 +13,14 @@ import yaml
 
 from mlinguality.errors import MlingualityError
 from mlinguality.run.config import RunConfig, agent_overrides
-from mlinguality.run.sweep import agent_command, expand, load_sweep, parse_sweep, run_sweep
+from mlinguality.run.sweep import (
+    agent_command,
+    expand,
+    load_sweep,
+    parse_sweep,
+    run_name,
+    run_sweep,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,22 +87,27 @@ def test_random_draws_within_the_distributions_and_repeat_with_the_seed():
     ("data", "message"),
     [
         ({"method": "bayes"}, "method 'bayes' needs the W&B sweep server"),
-        ({"method": "hyperband"}, "method: expected 'grid' or 'random'"),
+        ({"method": "hyperband"}, "not a valid W&B sweep: 'hyperband' is not one of"),
         ({"program": None}, None),
+        ({"metric": {"name": "x", "goal": "maximise"}}, "not a valid W&B sweep: 'maximise'"),
+        (
+            {"method": "random", "parameters": {"a": {"min": 1.0, "max": 0.5}}},
+            "not a valid W&B sweep: parameters.a: min 1.0 is not less than max 0.5",
+        ),
         (
             {"parameters": {"a": {"min": 0.0, "max": 1.0}}},
             "parameters.a: grid sweeps need value or values",
         ),
         (
-            {"parameters": {"a": {"distribution": "beta", "min": 0, "max": 1}}},
+            {"method": "random", "parameters": {"a": {"distribution": "beta", "a": 2}}},
             "parameters.a: distribution 'beta'",
         ),
         (
             {"parameters": {"s": {"parameters": {"top_rate": {"value": 1}}}}},
             "parameters.s: nested parameters",
         ),
-        ({"command": ["${program}"]}, "command: must be a list containing ${args}"),
-        ({"early_terminat": {}}, "unknown key 'early_terminat'"),
+        ({"command": ["${program}"]}, "command: pass the parameters with one of ${args}"),
+        ({"early_terminat": {}}, "not a valid W&B sweep: Additional properties are not allowed"),
     ],
 )
 def test_bad_sweep_files(data, message):
@@ -103,7 +115,7 @@ def test_bad_sweep_files(data, message):
     base.update(data)
     if base["program"] is None:
         del base["program"]
-        message = "program: missing"
+        message = "program: missing, but the command uses ${program}"
     with pytest.raises(MlingualityError) as error:
         parse_sweep(base)
     assert str(error.value).startswith(message)
@@ -149,21 +161,43 @@ def test_agent_command_is_what_the_program_parses():
     assert config.tracking.group == "g" and config.name == "s-000"
 
 
+def test_args_without_hyphens_reach_the_config(tmp_path, capsys):
+    """W&B accepts ${args_no_hyphens}; `mlinguality run` reads section.key=value as overrides."""
+    import mlinguality.run.cli as cli
+
+    spec = parse_sweep(
+        {
+            "method": "grid",
+            "parameters": {"a": {"value": 1}},
+            "command": ["mlinguality", "run", "${args_no_hyphens}"],
+        }
+    )
+    argv = agent_command(spec, {"selectivity.top_rate": 0.03, "corpus.langs": ["en", "ru"]}, {})
+    assert argv[:4] == [sys.executable, "-m", "mlinguality", "run"]
+    assert argv[4] == "selectivity.top_rate=0.03"
+    with pytest.raises(SystemExit):
+        cli.main([*argv[3:], "--dry-run"])
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["selectivity"]["top_rate"] == 0.03 and shown["corpus"]["langs"] == ["en", "ru"]
+
+
+def test_run_names_come_from_the_swept_values():
+    params = {"selectivity.top_rate": 0.005, "ablation.mode": "mean"}
+    assert run_name("rate_mode", 7, params) == "rate_mode-007-top_rate=0.005-mode=mean"
+    RunConfig().with_overrides([f"name={run_name('m', 0, {'model.spec': 'Qwen/Q-0.5B'})}"])
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "experiments" / "sweeps").glob("*.yaml")), ids=str)
 def test_shipped_sweeps_expand_into_valid_configs(path):
-    """Every run of every shipped sweep parses into a valid RunConfig, as the agent would pass it."""
+    """Every run of every shipped sweep parses into a valid RunConfig, as the agent would pass it,
+    with the installed console script (no repository path in the command)."""
     spec = load_sweep(path)
-    assert spec.metric_name and (REPO / spec.program).exists()
-    raw = yaml.safe_load(path.read_text())
-    assert raw["command"][-1] == "${args}"
-    config_path = next(part for part in spec.command if part.endswith(".yaml"))
+    assert spec.metric_name and spec.command[:2] == ["mlinguality", "run"]
     runs = expand(spec, count=None if spec.method == "grid" else 5)
     assert len(runs) >= 2
     for params in runs:
         argv = agent_command(spec, params, {})
-        RunConfig.load(REPO / config_path).with_overrides(
-            agent_overrides(argv[argv.index(config_path) + 1 :])
-        )
+        RunConfig().with_overrides(agent_overrides(argv[argv.index("run") + 1 :]))
 
 
 _FAKE_PROGRAM = textwrap.dedent(

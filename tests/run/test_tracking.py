@@ -48,7 +48,9 @@ def test_auto_mode_follows_wandb_mode_and_explicit_wins(no_key, monkeypatch):
 def _track(tmp_path, config: TrackingConfig) -> Tracker:
     tracker = Tracker(config, RunConfig().to_dict(), tmp_path, name="unit")
     tracker.start()
-    tracker.log_layers([{"layer": layer, "selectivity/lape/en": 0.5 + layer} for layer in range(3)])
+    tracker.log_layers(
+        [{"layer": layer, "per_layer/selectivity/lape/en": 0.5 + layer} for layer in range(3)]
+    )
     tracker.log_table(
         "ablation/matrix", ["ablated", "en", "ru"], [["en", 0.3, 0.01], ["ru", 0.02, 0.4]]
     )
@@ -67,12 +69,19 @@ def test_offline_run_files_hold_config_history_and_summary(tmp_path):
     run = read_offline_run(folder)
     assert run.group == "g1" and run.tags == ["unit"] and run.name == "unit"
     assert run.exit_code == 0
-    # the config is the whole nested run config
+    # the config is the whole nested run config, with the mode actually used (not "auto")
     config = {k: v for k, v in run.config.items() if not k.startswith("_")}
-    assert config == RunConfig().to_dict()
-    # per-layer history, one row per layer, with the layer as its own column
-    layers = [(row["layer"], row["selectivity/lape/en"]) for row in run.history if "layer" in row]
+    expected = RunConfig().to_dict()
+    assert config["tracking"] == {**expected["tracking"], "wandb": "offline"}
+    assert {k: v for k, v in config.items() if k != "tracking"} == {
+        k: v for k, v in expected.items() if k != "tracking"
+    }
+    # per-layer history, one row per layer, with the layer as its x axis and no summary value
+    key = "per_layer/selectivity/lape/en"
+    layers = [(row["layer"], row[key]) for row in run.history if "layer" in row]
     assert layers == [(0, 0.5), (1, 1.5), (2, 2.5)]
+    assert run.metrics["per_layer/*"] == {"step_metric": "layer", "summary_none": True}
+    assert key not in run.summary and "layer" not in run.summary
     # the matrix table was logged (as a table file) and the summary holds the headline numbers
     assert run.summary["ablation/matrix/_type"] == "table-file"
     assert run.summary["ablation/matrix/nrows"] == 2
@@ -112,9 +121,27 @@ def test_failure_mid_run_stops_tracking_once(tmp_path, caplog):
 
     tracker.run.log = broken_log
     with caplog.at_level(logging.WARNING, logger="mlinguality.run.tracking"):
-        tracker.log_layers([{"layer": 0, "selectivity/a": 1.0}, {"layer": 1, "selectivity/a": 2.0}])
+        tracker.log_layers([{"layer": 0, "per_layer/a": 1.0}, {"layer": 1, "per_layer/a": 2.0}])
         tracker.set_summary({"perf/seconds": 1.0})
     assert not tracker.active
     assert sum("disk full" in r.getMessage() for r in caplog.records) == 1
     tracker.finish()  # still closes the underlying run without raising
     assert tracker.run is None
+
+
+def test_a_users_open_run_is_joined_and_left_open(tmp_path):
+    import wandb
+
+    user = wandb.init(project="mine", mode="offline", dir=str(tmp_path), name="notebook")
+    try:
+        tracker = _track(tmp_path / "run", TrackingConfig(wandb="offline"))
+        assert tracker.run is user and tracker.active
+        tracker.finish()
+        assert wandb.run is user  # still open: the user's next log works
+        user.log({"mine/x": 1.0})
+    finally:
+        user.finish()
+    run = read_offline_run(next((tmp_path / "wandb").glob("offline-run-*")))
+    assert run.name == "notebook" and run.summary["mine/x"] == 1.0
+    assert run.summary["selectivity/u_shape"] == 1.25  # our results went into the user's run
+    assert run.config["tracking"]["wandb"] == "offline"

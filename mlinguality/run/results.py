@@ -1,0 +1,322 @@
+"""A finished run folder back in Python (:class:`Run`), and two runs side by side (:func:`compare`).
+
+>>> run = Run.load("runs/paper-20261126-101500")  # doctest: +SKIP
+>>> run.neurons.head()  # doctest: +SKIP
+  lang  layer  neuron     score
+0   en     17     411  0.201633
+>>> run.ablation_delta.loc["fr", "fr"]  # doctest: +SKIP
+0.52
+
+Everything is read from the files the runner wrote (``config.yaml``, ``summary.json``,
+``layer_profile.csv``, ``selected_neurons.csv``, ``ablation.json``, ``stats/``), so a run
+computed on another machine, or months ago, loads the same way. Parts a run did not compute
+(``ablation.enabled: false``, say) are ``None``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlinguality.errors import MlingualityError
+from mlinguality.run.config import RunConfig
+
+__all__ = ["Comparison", "Run", "compare"]
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _csv(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path.exists() else None
+
+
+@dataclass
+class Run:
+    """A finished (or partly finished) run folder.
+
+    Attributes:
+        path: The run folder.
+        config: The resolved :class:`~mlinguality.run.config.RunConfig` it ran with.
+        summary: ``summary.json``: the headline numbers by namespace (``run``, ``selectivity``,
+            ``ablation``, ``perf``); empty if the report stage never ran.
+        profile: ``layer_profile.csv``: one row per (layer, metric, pair) with ``value``,
+            confidence interval, permutation ``p_value``, ``null_mean`` and ``chance``.
+        u_shape: ``u_shape.csv``: the U-shape statistic per metric and pair.
+        neurons: The selected neurons, one row per (``lang``, ``layer``, ``neuron``, ``score``);
+            ``score`` is the selection metric's (``neurons_meta["score"]`` says what it means).
+        neurons_meta: Selection metric, rate and the meaning of ``score``.
+        ablation: ``ablation.json``: baseline and ablated bits per byte, deltas, dominance.
+    """
+
+    path: Path
+    config: RunConfig
+    summary: dict[str, Any] = field(default_factory=dict)
+    profile: pd.DataFrame | None = None
+    u_shape: pd.DataFrame | None = None
+    neurons: pd.DataFrame | None = None
+    neurons_meta: dict[str, Any] = field(default_factory=dict)
+    ablation: dict[str, Any] | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> Run:
+        """Read a run folder written by ``mlinguality run`` (or :func:`run_experiment`).
+
+        Raises:
+            MlingualityError: ``path`` is not a run folder (no ``config.yaml``).
+        """
+        path = Path(path)
+        if not (path / "config.yaml").is_file():
+            raise MlingualityError(f"run {path}: no config.yaml there (not a run folder)")
+        meta = _json(path / "selected_neurons.json") or {}
+        return cls(
+            path=path,
+            config=RunConfig.load(path / "config.yaml"),
+            summary=_json(path / "summary.json") or {},
+            profile=_csv(path / "layer_profile.csv"),
+            u_shape=_csv(path / "u_shape.csv"),
+            neurons=_load_neurons(path),
+            neurons_meta={k: v for k, v in meta.items() if k not in ("neurons", "columns")},
+            ablation=_json(path / "ablation.json"),
+        )
+
+    @property
+    def name(self) -> str:
+        """The run folder's name (``paper-20261126-101500``)."""
+        return self.path.name
+
+    @property
+    def langs(self) -> list[str]:
+        """The run's languages, in config order."""
+        return list(self.config.corpus.langs)
+
+    @cached_property
+    def stats(self) -> dict:
+        """``{lang: ActivationStats}`` of the selection split (loaded on first access)."""
+        from mlinguality.activations.stats import load_stats
+
+        if not (self.path / "stats").is_dir():
+            raise MlingualityError(f"run {self.path}: no stats/ (the collect stage never finished)")
+        return load_stats(self.path / "stats", self.langs)
+
+    @cached_property
+    def masks(self) -> dict:
+        """``{lang: Bool[layer, d_mlp]}``: the selected neurons as masks for the ablation hooks."""
+        from mlinguality.run.pipeline import load_masks
+
+        if not (self.path / "selected_neurons.safetensors").exists():
+            raise MlingualityError(f"run {self.path}: no selected neurons (select never ran)")
+        saved = load_masks(self.path)
+        return {lang: saved[lang] for lang in self.langs if lang in saved}
+
+    @property
+    def ablation_delta(self) -> pd.DataFrame | None:
+        """Change in bits per byte: rows = whose neurons were ablated, columns = evaluated language."""
+        return self._ablation_frame("delta_bits_per_byte")
+
+    @property
+    def ablation_bits_per_byte(self) -> pd.DataFrame | None:
+        """Bits per byte under each ablation (rows) for each evaluated language (columns)."""
+        return self._ablation_frame("bits_per_byte")
+
+    def _ablation_frame(self, key: str) -> pd.DataFrame | None:
+        if self.ablation is None:
+            return None
+        frame = pd.DataFrame(
+            self.ablation[key], index=self.ablation["rows"], columns=self.ablation["langs"]
+        )
+        return frame.astype(float)
+
+    def layer_scores(self, metric: str | None = None) -> pd.DataFrame:
+        """Per-layer score of ``metric`` (default: the first configured), layers x pairs."""
+        if self.profile is None:
+            raise MlingualityError(f"run {self.path}: no layer_profile.csv (score never ran)")
+        metric = metric or self.config.selectivity.metrics[0]
+        rows = self.profile[self.profile["metric"] == metric]
+        if not len(rows):
+            known = ", ".join(self.profile["metric"].unique())
+            raise MlingualityError(f"run {self.path}: no metric {metric!r} (has {known})")
+        return rows.pivot(index="layer", columns="pair", values="value")
+
+    def __repr__(self) -> str:
+        parts = [f"model={self.config.model.spec!r}", f"langs={self.langs}"]
+        if self.neurons is not None:
+            parts.append(f"neurons={len(self.neurons)}")
+        return f"Run({self.name!r}, {', '.join(parts)})"
+
+
+def _load_neurons(path: Path) -> pd.DataFrame | None:
+    """``selected_neurons.csv``, or (older runs) the table rebuilt from the masks without scores."""
+    table = _csv(path / "selected_neurons.csv")
+    if table is not None or not (path / "selected_neurons.safetensors").exists():
+        return table
+    from mlinguality.run.pipeline import load_masks
+    from mlinguality.selectivity.neurons import neuron_table
+
+    return neuron_table(load_masks(path))
+
+
+# --- comparing two runs -----------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """Two runs side by side (``b`` against ``a``).
+
+    Attributes:
+        a: The first run.
+        b: The second run.
+        profile: Per (metric, pair, layer): ``value_a``, ``value_b`` and ``diff`` (b - a), for
+            the metrics and pairs both runs scored.
+        overlap: Per language: selected neurons in each run, in both, and their Jaccard index.
+        ablation: Change in bits per byte, ``b - a``, for the rows and languages both ablated.
+    """
+
+    a: Run
+    b: Run
+    profile: pd.DataFrame
+    overlap: pd.DataFrame
+    ablation: pd.DataFrame | None
+
+    def markdown(self) -> str:
+        """A short Markdown report of the three comparisons."""
+        lines = [f"# `{self.b.name}` against `{self.a.name}`", ""]
+        changed = _config_diff(self.a.config.to_dict(), self.b.config.to_dict())
+        if changed:
+            lines += ["Config differences:", ""]
+            lines += [f"- `{key}`: {old!r} -> {new!r}" for key, (old, new) in changed.items()]
+            lines.append("")
+        if len(self.profile):
+            mean = self.profile.groupby(["metric", "pair"], sort=False)[
+                ["value_a", "value_b", "diff"]
+            ].mean()
+            lines += ["## Per-layer profile (mean over layers)", ""]
+            lines += _markdown_table(mean.reset_index())
+            lines.append("")
+        lines += ["## Selected neurons", ""]
+        lines += _markdown_table(self.overlap)
+        if self.ablation is not None:
+            lines += ["", "## Ablation: change in bits per byte, b - a", ""]
+            lines += _markdown_table(self.ablation.reset_index(names="ablated"))
+        return "\n".join(lines) + "\n"
+
+    def plot_profile(self, path: str | Path) -> Path:
+        """The two per-layer profiles overlaid: one panel per metric, a line per run and pair."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        metrics = list(dict.fromkeys(self.profile["metric"]))
+        fig, axes = plt.subplots(
+            1, max(len(metrics), 1), figsize=(4 * max(len(metrics), 1), 3), squeeze=False
+        )
+        for ax, metric in zip(axes[0], metrics, strict=False):
+            rows = self.profile[self.profile["metric"] == metric]
+            for pair, group in rows.groupby("pair", sort=False):
+                (line,) = ax.plot(group["layer"], group["value_a"], label=f"{pair} a")
+                ax.plot(
+                    group["layer"],
+                    group["value_b"],
+                    ls="--",
+                    color=line.get_color(),
+                    label=f"{pair} b",
+                )
+            ax.set_title(metric, fontsize=9)
+            ax.set_xlabel("layer")
+        axes[0][0].legend(fontsize=6)
+        fig.suptitle(f"a = {self.a.name}, b = {self.b.name}", fontsize=8)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+
+def compare(a: Run | str | Path, b: Run | str | Path) -> Comparison:
+    """Compare two runs: profile overlay, neuron-set overlap, ablation deltas.
+
+    Args:
+        a: A :class:`Run` or a run folder.
+        b: Another one; differences are ``b - a``.
+    """
+    a = a if isinstance(a, Run) else Run.load(a)
+    b = b if isinstance(b, Run) else Run.load(b)
+    profile = pd.DataFrame(columns=["metric", "pair", "layer", "value_a", "value_b", "diff"])
+    if a.profile is not None and b.profile is not None:
+        keys = ["metric", "pair", "layer"]
+        profile = a.profile[[*keys, "value"]].merge(
+            b.profile[[*keys, "value"]], on=keys, suffixes=("_a", "_b")
+        )
+        profile["diff"] = profile["value_b"] - profile["value_a"]
+    return Comparison(a, b, profile, _overlap(a, b), _ablation_diff(a, b))
+
+
+def _neuron_sets(run: Run) -> dict[str, set[tuple[int, int]]]:
+    if run.neurons is None:
+        return {}
+    return {
+        str(lang): set(zip(rows["layer"], rows["neuron"], strict=True))
+        for lang, rows in run.neurons.groupby("lang", sort=False)
+    }
+
+
+def _overlap(a: Run, b: Run) -> pd.DataFrame:
+    sets_a, sets_b = _neuron_sets(a), _neuron_sets(b)
+    rows = []
+    for lang in dict.fromkeys([*a.langs, *b.langs]):
+        one, two = sets_a.get(lang, set()), sets_b.get(lang, set())
+        union = len(one | two)
+        rows.append(
+            {
+                "lang": lang,
+                "n_a": len(one),
+                "n_b": len(two),
+                "n_both": len(one & two),
+                "jaccard": len(one & two) / union if union else math.nan,
+            }
+        )
+    return pd.DataFrame(rows, columns=["lang", "n_a", "n_b", "n_both", "jaccard"])
+
+
+def _ablation_diff(a: Run, b: Run) -> pd.DataFrame | None:
+    delta_a, delta_b = a.ablation_delta, b.ablation_delta
+    if delta_a is None or delta_b is None:
+        return None
+    rows = [row for row in delta_a.index if row in delta_b.index]
+    cols = [col for col in delta_a.columns if col in delta_b.columns]
+    return delta_b.loc[rows, cols] - delta_a.loc[rows, cols]
+
+
+def _config_diff(a: dict, b: dict, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in dict.fromkeys([*a, *b]):
+        name = f"{prefix}{key}"
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            out.update(_config_diff(a[key], b[key], name + "."))
+        elif a.get(key) != b.get(key) and key != "name":
+            out[name] = (a.get(key), b.get(key))
+    return out
+
+
+def _markdown_table(frame: pd.DataFrame) -> list[str]:
+    """A pandas frame as Markdown table lines (numbers to 4 significant digits)."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "n/a" if math.isnan(value) else f"{value:.4g}"
+        return str(value)
+
+    header = [str(column) for column in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(value) for value in row) + " |")
+    return lines
