@@ -176,8 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     try:
-        status = args.handler(args)
+        with logging_redirect_tqdm():  # log lines go above the progress bars, not through them
+            status = args.handler(args)
     except (MlingualityError, FileNotFoundError) as error:
         sys.stderr.write(f"mlinguality: error: {error}\n")
         sys.exit(2)

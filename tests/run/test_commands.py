@@ -52,3 +52,37 @@ def test_every_option_has_help():
                 yield f"{path} {'/'.join(action.option_strings) or action.dest}"
 
     assert list(walk(cli.build_parser(), "mlinguality")) == []
+
+
+_BAR_SCRIPT = """
+import logging, sys
+from tqdm import tqdm
+import mlinguality.run.commands as commands
+import mlinguality.run.cli as cli
+
+def handler(args):
+    bar = tqdm(total=3, file=sys.stderr, ascii=True, mininterval=0)
+    bar.update(1)
+    logging.getLogger("mlinguality.test").info("between bars")
+    bar.update(2)
+    bar.close()
+    return 0
+
+commands._config_keys = handler
+cli.main(["config", "keys"])
+"""
+
+
+def test_log_lines_do_not_break_progress_bars():
+    """A log line during a tqdm bar gets a line of its own (the bar is redrawn below it)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    result = subprocess.run(
+        [sys.executable, "-c", _BAR_SCRIPT], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stderr.split("\n") if "between bars" in line]
+    assert line.split("\r")[-1] == "INFO mlinguality.test: between bars"
