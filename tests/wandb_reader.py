@@ -157,8 +157,10 @@ def check_run_mirror(run_dir: Path) -> OfflineRun:
     first_result = min(i for i, row in enumerate(run.history) if "layer" in row)
     assert max(progress) < first_result
     assert all(art["after_history_rows"] > max(progress) for art in run.artifacts)
-    per_layer = {key for row in run.history if "layer" in row for key in row} - {"layer"}
-    assert per_layer and all(key.startswith("per_layer/") for key in per_layer if key[0] != "_")
+    per_layer = {
+        key for row in run.history if "layer" in row for key in row if not key.startswith("_")
+    } - {"layer"}  # wandb's own _step, _runtime, _timestamp are in every row
+    assert per_layer and all(key.startswith("per_layer/") for key in per_layer), per_layer
     assert not per_layer & set(run.summary) and "layer" not in run.summary
     summary = flatten(json.loads((Path(run_dir) / "summary.json").read_text()))
     for key, value in summary.items():
