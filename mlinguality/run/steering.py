@@ -311,5 +311,10 @@ def add_steer_command(commands) -> None:
     steer.add_argument(
         "--set", action="append", metavar="steering.KEY=VALUE", help="override a config value"
     )
-    steer.add_argument("--wandb", choices=["online", "offline", "disabled"], default=None)
+    steer.add_argument(
+        "--wandb",
+        choices=["online", "offline", "disabled"],
+        default=None,
+        help="W&B mode (default: the run's tracking.wandb)",
+    )
     steer.set_defaults(handler=_steer)
