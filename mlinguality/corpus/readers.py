@@ -3,8 +3,9 @@
 Each reader returns :class:`~mlinguality.corpus.core.RawExample` rows holding a text for every
 requested language, and raises :class:`~mlinguality.errors.MlingualityError` with a one-line
 message naming the file and line for bad input: invalid UTF-8, an empty file, a missing
-language, a malformed row, or (Moses) files of different lengths. Ids are the ``id``
-column/key when the source has one, else ``<file name>:<line>``. Lines are split on ``\\n``
+language, a malformed row, or (Moses) files of different lengths. Ids are the ``example_id``
+column/key when the source has one, else the ``id`` column/key (unless ``id`` is requested as a
+language: ``id`` is also ISO 639-1 Indonesian), else ``<file name>:<line>``. Lines are split on ``\\n``
 only (``str.splitlines`` would also split on U+2028 and other separators inside a text).
 """
 
@@ -19,7 +20,21 @@ from pathlib import Path
 from mlinguality.corpus.core import RawExample
 from mlinguality.errors import MlingualityError
 
-ID_FIELD = "id"
+ID_FIELD = "example_id"  # the id column: a name no language code can take
+LEGACY_ID_FIELD = "id"  # also the id column, unless Indonesian ("id") is one of the languages
+
+
+def id_field(available: Sequence[str], langs: Sequence[str]) -> str | None:
+    """The column/key that holds example ids, if any.
+
+    >>> id_field(["id", "en", "fr"], ["en", "fr"]), id_field(["id", "en"], ["en", "id"])
+    ('id', None)
+    """
+    if ID_FIELD in available:
+        return ID_FIELD
+    if LEGACY_ID_FIELD in available and LEGACY_ID_FIELD not in langs:
+        return LEGACY_ID_FIELD
+    return None
 
 
 def read_text(path: Path) -> str:
@@ -53,15 +68,15 @@ def _missing(path: Path, langs: Sequence[str], available: Sequence[str], what: s
     if absent:
         raise MlingualityError(
             f"{path}: no {what} for language {absent[0]!r}; available: "
-            f"{', '.join(a for a in available if a != ID_FIELD) or '(none)'}"
+            f"{', '.join(a for a in available if a not in (ID_FIELD, LEGACY_ID_FIELD)) or '(none)'}"
         )
 
 
 def read_table(path: str | Path, langs: Sequence[str]) -> list[RawExample]:
     """Read a TSV (``.tsv``) or CSV (other suffixes) file whose header row names the languages.
 
-    The header holds language codes and optionally an ``id`` column. Fields may be quoted
-    (CSV rules, also in TSV).
+    The header holds language codes and optionally an ``example_id`` (or ``id``) column. Fields
+    may be quoted (CSV rules, also in TSV).
     """
     path = Path(path)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
@@ -72,9 +87,15 @@ def read_table(path: str | Path, langs: Sequence[str]) -> list[RawExample]:
         raise MlingualityError(f"{path}:1: {error}") from None
     _missing(path, langs, header, "column")
     duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated == [LEGACY_ID_FIELD]:
+        raise MlingualityError(
+            f"{path}:1: column 'id' appears twice in the header: 'id' is Indonesian's language "
+            f"code, so name the example-id column {ID_FIELD!r}"
+        )
     if duplicated:
         raise MlingualityError(f"{path}:1: column {duplicated[0]!r} appears twice in the header")
     columns = {name: index for index, name in enumerate(header)}
+    ids = id_field(header, langs)
     rows: list[RawExample] = []
     while True:
         try:
@@ -90,7 +111,7 @@ def read_table(path: str | Path, langs: Sequence[str]) -> list[RawExample]:
             raise MlingualityError(
                 f"{path}:{line}: {len(fields)} fields, the header has {len(header)}"
             )
-        example_id = fields[columns[ID_FIELD]] if ID_FIELD in columns else f"{path.name}:{line}"
+        example_id = fields[columns[ids]] if ids else f"{path.name}:{line}"
         texts = {lang: fields[columns[lang]] for lang in langs}
         rows.append(RawExample(example_id, texts, f"{path}:{line}"))
     if not rows:
@@ -99,7 +120,8 @@ def read_table(path: str | Path, langs: Sequence[str]) -> list[RawExample]:
 
 
 def read_jsonl(path: str | Path, langs: Sequence[str]) -> list[RawExample]:
-    """Read JSON lines, one object per example: ``{"id": ..., "en": ..., "fr": ...}``."""
+    """Read JSON lines, one object per example: ``{"example_id": ..., "en": ..., "fr": ...}``
+    (``"id"`` also names the id, unless Indonesian is requested)."""
     path = Path(path)
     rows: list[RawExample] = []
     for line, content in enumerate(split_lines(read_text(path)), start=1):
@@ -116,7 +138,8 @@ def read_jsonl(path: str | Path, langs: Sequence[str]) -> list[RawExample]:
         for lang in langs:
             if not isinstance(record[lang], str):
                 raise MlingualityError(f"{where}: {lang!r} is not a string")
-        example_id = str(record[ID_FIELD]) if ID_FIELD in record else f"{path.name}:{line}"
+        ids = id_field(list(record), langs)
+        example_id = str(record[ids]) if ids else f"{path.name}:{line}"
         rows.append(RawExample(example_id, {lang: record[lang] for lang in langs}, where))
     return rows
 

@@ -29,7 +29,7 @@ _PAPER_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "configs" 
 def _model_check(args: argparse.Namespace) -> int:
     from mlinguality.model import load_model
 
-    model = load_model(args.spec, device=args.device, dtype=args.dtype)
+    model = load_model(args.spec, device=args.device, dtype=args.dtype, verify=args.verify)
     sys.stdout.write(
         f"{args.spec}: {model.cfg.n_layers} layers x d_mlp={model.cfg.d_mlp}, "
         f"vocabulary {len(model.tokenizer)}\n"
@@ -122,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["float32", "bfloat16", "float16"],
         help="weights dtype (default: float32)",
     )
+    check.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the sha256 of every converted file (a load checks sizes and mtimes)",
+    )
     check.set_defaults(handler=_model_check)
 
     from mlinguality.corpus.cli import add_corpus_commands
@@ -166,7 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; bad input exits with status 2 and one line on stderr."""
+    """Entry point; every failure ends in one line on stderr and an exit status.
+
+    Status 2: bad input (the line names the file, key or value and what to do). Status 1: a fault
+    of the machine or a bug (``-v`` shows the traceback). Status 130: Ctrl-C.
+    """
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     args.extra = extra  # --section.key=value arguments, as `wandb agent` passes them
@@ -181,9 +190,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with logging_redirect_tqdm():  # log lines go above the progress bars, not through them
             status = args.handler(args)
-    except (MlingualityError, FileNotFoundError) as error:
-        sys.stderr.write(f"mlinguality: error: {error}\n")
-        sys.exit(2)
+    except MlingualityError as error:
+        _fail(args, error, str(error), error.exit_status)
+    except KeyboardInterrupt as error:
+        _fail(args, error, str(error) or "interrupted", 130)
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        _fail(args, error, f"{where}{error.strerror or error}", 2 if error.filename else 1)
+    except Exception as error:  # a bug: still one line, the traceback behind -v
+        first = (str(error).splitlines() or [""])[0]
+        message = (
+            f"internal error {type(error).__name__}: {first} (rerun with -v for the traceback)"
+        )
+        _fail(args, error, message, 1)
+    sys.exit(status)
+
+
+def _fail(args: argparse.Namespace, error: BaseException, message: str, status: int) -> None:
+    if args.verbose:
+        import traceback
+
+        traceback.print_exception(error)
+    label = "mlinguality: " if status == 130 else "mlinguality: error: "
+    sys.stderr.write(f"{label}{message}\n")
     sys.exit(status)
 
 

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import yaml
 
 from mlinguality.errors import MlingualityError
+from mlinguality.run.yamlfile import load_yaml
 
 _NONE_WORDS = ("none", "null", "~", "")
 
@@ -325,14 +326,7 @@ class RunConfig(_Section):
     def load(cls, path: str | Path) -> RunConfig:
         """Read a YAML file; errors name the file and the key."""
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise MlingualityError(f"config {path}: no such file") from None
-        except yaml.YAMLError as error:
-            where = getattr(error, "problem_mark", None)
-            line = f" line {where.line + 1}" if where is not None else ""
-            raise MlingualityError(f"config {path}:{line} not valid YAML") from None
+        data = load_yaml(path, "config")
         if data is None:
             data = {}
         try:
@@ -485,6 +479,11 @@ def _locate(cls: type, data: dict, key: str) -> tuple[Any, dict, str]:
             raise MlingualityError(_unknown(key, [".".join(parts[: depth + 1])]))
         node, hint = node[part], child
     raise AssertionError("unreachable")
+
+
+def unknown_key_message(key: str, known: list[str]) -> str:
+    """``unknown key 'x' (did you mean 'y'?)``, for every place that checks a dotted key."""
+    return _unknown(key, known)
 
 
 def _unknown(key: str, known: list[str]) -> str:

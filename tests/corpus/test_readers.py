@@ -202,3 +202,25 @@ def test_load_corpus_bad_sources(tmp_path):
         load_corpus(str(table), ["en"], books="NT")
     with pytest.raises(MlingualityError, match="limit must be >= 1"):
         load_corpus(str(table), ["en"], limit=0)
+
+
+def test_indonesian_column_is_a_language_not_the_id(tmp_path):
+    """'id' is ISO 639-1 Indonesian: requested as a language it is text, and the ids come from
+    'example_id' (or line numbers); two 'id' columns say how to name the id column."""
+    path = write(tmp_path / "i.tsv", "example_id\ten\tid\nv1\tPeace.\tDamai.\nv2\tLove.\tKasih.\n")
+    rows = read_table(path, ["en", "id"])
+    assert [row.id for row in rows] == ["v1", "v2"]
+    assert [row.texts["id"] for row in rows] == ["Damai.", "Kasih."]
+    legacy = write(tmp_path / "l.tsv", "id\ten\tid2\nv1\tPeace.\tx\n")
+    assert [row.id for row in read_table(legacy, ["en"])] == ["v1"]  # not requested: the id
+    plain = write(tmp_path / "p.tsv", "en\tid\nPeace.\tDamai.\n")
+    assert [(row.id, row.texts["id"]) for row in read_table(plain, ["en", "id"])] == [
+        ("p.tsv:2", "Damai.")
+    ]
+    both = write(tmp_path / "b.tsv", "id\ten\tid\nv1\tPeace.\tDamai.\n")
+    with pytest.raises(MlingualityError) as error:
+        read_table(both, ["en"])
+    assert "name the example-id column 'example_id'" in one_line(error)
+    jsonl = write(tmp_path / "i.jsonl", '{"example_id": "a", "en": "Peace.", "id": "Damai."}\n')
+    (row,) = read_jsonl(jsonl, ["en", "id"])
+    assert (row.id, row.texts["id"]) == ("a", "Damai.")
