@@ -213,6 +213,8 @@ def expand(spec: SweepSpec, count: int | None = None, seed: int = 0) -> list[dic
     >>> expand(spec)
     [{'a': 1, 'b': 'x', 'c': 0}, {'a': 1, 'b': 'y', 'c': 0}, {'a': 2, 'b': 'x', 'c': 0}, {'a': 2, 'b': 'y', 'c': 0}]
     """
+    if count is not None and (isinstance(count, bool) or count < 1):
+        raise MlingualityError(f"--count: must be a positive number of runs, got {count}")
     cap = count if count is not None else spec.run_cap
     names = list(spec.parameters)
     if spec.method == "grid":

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.run.faults import (
     assert_user_error,
@@ -104,3 +105,23 @@ def test_damaged_model_folders_are_one_line(tmp_path):
     good = cli("model", "check", "tiny", cwd=tmp_path)
     assert good.rc == 0 and good.out.strip() == "tiny: 4 layers x d_mlp=64, vocabulary 400"
     assert_user_error(cli("model", "check", "tiny:bert", cwd=tmp_path), "use 'tiny'")
+
+
+def test_sweep_count_below_one_is_refused(tmp_path):
+    """`sweep --count -1` ran 2 of 3 grid points; `--count 0` printed a table never written."""
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "program": "experiments/run.py",
+                "method": "grid",
+                "parameters": {"selectivity.top_rate": {"values": [0.01, 0.02, 0.05]}},
+            }
+        )
+    )
+    for count in ("-1", "0"):
+        assert_user_error(
+            cli("sweep", str(sweep), "--count", count, cwd=tmp_path),
+            f"--count: must be a positive number of runs, got {count}",
+        )
+    assert not (tmp_path / "runs").exists()
