@@ -8,9 +8,11 @@ padding, whose ``return_type="loss"`` counts pad positions).
 
 What is counted (the same for every language, so bits per byte compare across them):
 
-- every text is encoded with exactly one BOS token in front (the tokenizer's, or added here)
-  and no EOS behind; the model predicts **every token of the text**, the first one from the BOS
-  alone (BOS -> first token is included). Nothing is predicted after the last token.
+- every text is encoded with the special tokens its tokenizer puts in front (BOS, or XGLM's
+  ``</s>``; a BOS is added where the tokenizer adds none) and no EOS behind; the model predicts
+  **every token of the text**, the first one from the leading special tokens alone. Predicting
+  a leading special token is never scored: it is a constant with no bytes behind it. Nothing is
+  predicted after the last token.
 - bytes are the UTF-8 bytes of the text string exactly as passed (the corpus stage normalises to
   NFC); so every byte of the text is covered by exactly one predicted token.
 - ``bits_per_byte = total NLL (nats) / ln 2 / total bytes``; ``mean_nll = total NLL / predicted
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 
 import einops
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from mlinguality.activations.batching import (
@@ -37,6 +39,7 @@ from mlinguality.activations.batching import (
     pad_batch,
     pad_token_id,
     plan_batches,
+    position_mask,
     tokenize_texts,
 )
 from mlinguality.errors import MlingualityError
@@ -78,8 +81,10 @@ class EncodedTexts:
 
     @property
     def n_predicted(self) -> Int[Tensor, " text"]:
-        """Predicted tokens of each text: all its tokens but the BOS."""
-        return torch.tensor([len(text.ids) - 1 for text in self.texts], dtype=torch.int64)
+        """Predicted tokens of each text: all its tokens but the leading special ones."""
+        return torch.tensor(
+            [len(text.ids) - text.n_prefix for text in self.texts], dtype=torch.int64
+        )
 
     @property
     def total_bytes(self) -> int:
@@ -161,13 +166,15 @@ def _bos_id(tokenizer) -> int:
 
 
 def _bos_first(text: TokenizedText, bos: int, eos: int | None) -> TokenizedText:
-    """Exactly one BOS in front and no EOS behind, so the tokens cover exactly the text."""
+    """The tokenizer's leading special tokens (or one BOS if it adds none) and no EOS behind,
+    so the scored tokens cover exactly the text."""
     ids = list(text.ids)
-    if eos is not None and eos != bos and len(ids) > 1 and ids[-1] == eos:
+    if eos is not None and eos != bos and len(ids) > text.n_prefix + 1 and ids[-1] == eos:
         ids = ids[:-1]
-    if not text.has_bos:
-        ids = [bos, *ids]
-    return TokenizedText(ids, True, [], text.n_bytes)
+    n_prefix = text.n_prefix
+    if n_prefix == 0:
+        ids, n_prefix = [bos, *ids], 1
+    return TokenizedText(ids, ids[0] == bos, [], text.n_bytes, n_prefix)
 
 
 def encode_texts(
@@ -227,8 +234,10 @@ def token_nll(
     logits: Float[Tensor, "batch pos d_vocab"],
     input_ids: TokenIds,
     attention_mask: AttentionMask,
+    targets: Bool[Tensor, "batch pos"] | None = None,
 ) -> LossPerToken:
-    """NLL (nats) of each next token; 0 where the predicting or the predicted position is a pad.
+    """NLL (nats) of each next token; 0 where the predicting or the predicted position is a pad,
+    and where ``targets`` (if given) is False at the predicted position.
 
     Position ``i`` of the result is the loss of token ``i + 1`` given tokens ``<= i``. On the CPU
     the log-partition is computed a few positions at a time over each row's span of real pairs
@@ -237,6 +246,8 @@ def token_nll(
     """
     real = attention_mask.bool()
     pairs = real[:, :-1] & real[:, 1:]
+    if targets is not None:
+        pairs = pairs & targets[:, 1:].to(pairs.device)
     predicting = logits[:, :-1]
     target_logit = predicting.gather(-1, input_ids[:, 1:, None]).squeeze(-1).float()
     if logits.device.type != "cpu":
@@ -287,7 +298,8 @@ def evaluate(model, encoded: EncodedTexts | Sequence[str]) -> LanguageLoss:
                 return_type="logits",
                 use_cache=False,
             )
-            per_token = token_nll(logits, batch.input_ids, batch.attention_mask)
+            scored = position_mask(batch, encoded.texts, "all", include_bos=False)
+            per_token = token_nll(logits, batch.input_ids, batch.attention_mask, scored)
             del logits
             per_text = einops.reduce(per_token.double(), "batch pos -> batch", "sum")
             text_nll[batch.indices] = per_text.cpu()

@@ -26,8 +26,17 @@ Two ways in, both checked:
 >>> logits = model.run_with_hooks(ids, fwd_hooks=hooks)
 >>> hooks.verify()  # raises MlingualityError if a targeted layer's hook never fired
 
-Every targeted layer gets two hooks on its hook point: one writes the values, the next (which
-sees what flows on to ``W_out``) checks that every targeted activation now equals its target.
+Which positions are written (``positions``): ``"all"`` (every position, the seed design) or
+``"skip_first"`` (every position but the first of the sequence: the BOS, the attention sink,
+which collection excludes by default, so the ablation touches what selection counted). With
+``"skip_first"``, pass right-padded or unpadded inputs (column 0 is then each text's first
+token), and note that a cached generation step (one new token per forward) is column 0 too.
+
+Every targeted layer gets two hooks on its hook point: one writes the values, the next checks
+them. Inside :func:`ablate` (or :meth:`AblationHooks.checking`) a second check reads what
+actually enters ``W_out``: a torch pre-hook on the output projection (``blocks.L.mlp.out``'s
+wrapped linear), so a later hook that changes the values again, or a bridge that drops the
+hook's result, is caught too.
 :meth:`AblationHooks.verify` (run at the end of every :func:`ablate` block) raises
 :class:`AblationError` when a targeted layer's hook never fired or a written value did not
 arrive; ``records`` also say how many activations actually changed (0 means they were already at
@@ -57,6 +66,8 @@ from mlinguality.types import HOOK_POST
 logger = logging.getLogger(__name__)
 
 AblationMode = Literal["zero", "mean", "values"]
+AblationPositions = Literal["all", "skip_first"]
+ABLATION_POSITIONS = ("all", "skip_first")
 NeuronMask = Bool[Tensor, "layer d_mlp"]
 
 
@@ -110,12 +121,28 @@ class AblationHooks(list):
         mask: NeuronMask,
         values: Float[Tensor, "layer d_mlp"],
         mode: str,
+        handles_factory: Callable[[], list] | None = None,
+        positions: str = "all",
     ) -> None:
         super().__init__(hooks)
         self.records = records
         self.mask = mask
         self.values = values
         self.mode = mode
+        self.positions = positions
+        self._handles_factory = handles_factory
+        self._handles: list = []
+
+    @contextmanager
+    def checking(self) -> Iterator[AblationHooks]:
+        """Attach the checks on ``W_out``'s input for the block (``ablate`` does this; use it
+        around ``run_with_hooks(fwd_hooks=hooks)`` to verify what reached ``W_out``)."""
+        handles = self._handles_factory() if self._handles_factory else []
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
 
     @property
     def n_neurons(self) -> int:
@@ -228,6 +255,7 @@ def ablation_hooks(
     mean: Float[Tensor, "layer d_mlp"] | None = None,
     values: Float[Tensor, "layer d_mlp"] | float | None = None,
     hook_template: str = HOOK_POST,
+    positions: str = "all",
 ) -> AblationHooks:
     """The ``fwd_hooks`` that set the neurons of ``mask`` to their targets, with their records.
 
@@ -243,6 +271,10 @@ def ablation_hooks(
         mean: Per-neuron mean activation over all languages (:func:`mean_activation`).
         values: Explicit targets (only the masked entries are used), or one float for all.
         hook_template: Hook point name with ``{layer}``; the default is the MLP hidden activation.
+        positions: ``"all"`` or ``"skip_first"`` (module docstring).
+
+    The checks on ``W_out``'s input are attached by :meth:`AblationHooks.checking` (which
+    :func:`ablate` enters); without it, the hook list checks on the hook point itself.
 
     Raises:
         AblationError: empty mask, wrong mask shape, unknown hook name or bad mode arguments.
@@ -253,6 +285,9 @@ def ablation_hooks(
     >>> [name for name, _ in hooks]  # a writing hook, then a checking hook
     ['blocks.1.mlp.hook_post', 'blocks.1.mlp.hook_post']
     """
+    if positions not in ABLATION_POSITIONS:
+        raise AblationError(f"positions {positions!r} is not one of {ABLATION_POSITIONS}")
+    start = 1 if positions == "skip_first" else 0
     n_layers, d_mlp = model.cfg.n_layers, model.cfg.d_mlp
     if mask.dtype != torch.bool or tuple(mask.shape) != (n_layers, d_mlp):
         raise AblationError(
@@ -268,6 +303,7 @@ def ablation_hooks(
 
     hooks: list[tuple[str, Callable]] = []
     records: dict[int, LayerRecord] = {}
+    checks: list[tuple[torch.nn.Module, Callable]] = []
     for layer in mask.any(dim=1).nonzero().flatten().tolist():
         name = hook_template.format(layer=layer)
         if name not in model.hook_dict:
@@ -275,15 +311,44 @@ def ablation_hooks(
         neurons = mask[layer].nonzero().flatten()
         record = LayerRecord(layer, name, len(neurons))
         records[layer] = record
-        write, check = _layer_hooks(record, neurons, targets[layer, neurons], d_mlp)
+        write, check = _layer_hooks(record, neurons, targets[layer, neurons], d_mlp, start)
         hooks += [(name, write), (name, check)]
-    return AblationHooks(hooks, records, mask, targets, mode)
+        w_out = _w_out_input_module(model, name)
+        if w_out is not None:
+            checks.append((w_out, check))
+
+    def attach() -> list:
+        return [
+            module.register_forward_pre_hook(lambda _m, args, check=check: check(args[0]))
+            for module, check in checks
+        ]
+
+    return AblationHooks(hooks, records, mask, targets, mode, attach, positions)
+
+
+def _w_out_input_module(model, hook_name: str):
+    """The module whose input is the hook point's value on its way into ``W_out`` (the wrapped
+    linear of ``blocks.L.mlp.out`` on a TransformerBridge), or None when there is none."""
+    point = model.hook_dict[hook_name]
+    canonical = getattr(point, "name", None) or hook_name
+    parent, _, leaf = canonical.rpartition(".")
+    if leaf != "hook_in" or not parent:
+        return None
+    try:
+        module = model.get_submodule(parent)
+    except AttributeError:
+        return None
+    inner = getattr(module, "original_component", None)
+    return inner if isinstance(inner, torch.nn.Module) else None
 
 
 def _layer_hooks(
-    record: LayerRecord, neurons: Tensor, target: Tensor, d_mlp: int
+    record: LayerRecord, neurons: Tensor, target: Tensor, d_mlp: int, start: int = 0
 ) -> tuple[Callable, Callable]:
-    """The write hook and the check hook of one layer (closures over device-cached targets)."""
+    """The write hook and the check of one layer (closures over device-cached targets).
+
+    ``start`` is the first sequence position written (1 for ``positions="skip_first"``).
+    """
     cache: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     def on_device(act: Tensor) -> tuple[Tensor, Tensor]:
@@ -299,18 +364,18 @@ def _layer_hooks(
                 f"the mask {d_mlp}"
             )
         index, value = on_device(act)
-        before = act.index_select(-1, index)
+        before = act[..., start:, :].index_select(-1, index)
         record._changed.append((before != value).sum())
         if act.requires_grad:
             act = act.clone()
-        act[..., index] = value
+        act[..., start:, index] = value
         record.calls += 1
         record.n_written += before.numel()
         return act
 
-    def check(act: Tensor, hook) -> None:
+    def check(act: Tensor, hook=None) -> None:
         index, value = on_device(act)
-        record._wrong.append((act.index_select(-1, index) != value).sum())
+        record._wrong.append((act[..., start:, :].index_select(-1, index) != value).sum())
 
     return write, check
 
@@ -325,6 +390,7 @@ def ablate(
     values: Float[Tensor, "layer d_mlp"] | float | None = None,
     hook_template: str = HOOK_POST,
     verify: bool = True,
+    positions: str = "all",
 ) -> Iterator[AblationHooks]:
     """Ablate ``mask``'s neurons in every forward pass inside the block; hooks removed after.
 
@@ -332,23 +398,83 @@ def ablate(
     runs (unless ``verify=False``): a block that never ran the model through every targeted layer
     raises :class:`AblationError`. Hooks are removed even when the block raises.
     """
-    hooks = ablation_hooks(model, mask, mode, mean=mean, values=values, hook_template=hook_template)
-    with model.hooks(fwd_hooks=list(hooks)):
+    hooks = ablation_hooks(
+        model,
+        mask,
+        mode,
+        mean=mean,
+        values=values,
+        hook_template=hook_template,
+        positions=positions,
+    )
+    with model.hooks(fwd_hooks=list(hooks)), hooks.checking():
         yield hooks
     if verify:
         hooks.verify()
 
 
-def random_matched_mask(mask: NeuronMask, generator: torch.Generator | None = None) -> NeuronMask:
+def firing_rate(stats: Mapping[str, ActivationStats]) -> Float[Tensor, "layer d_mlp"]:
+    """Per-neuron firing rate averaged over languages (each language counts once): the share
+    of positions where the gate fires on gated MLPs, where ``hook_post > 0`` on plain ones.
+
+    The activity an activity-matched random control (:func:`random_matched_mask`) matches.
+    """
+    if not stats:
+        raise AblationError("firing_rate: no language statistics given")
+    rates = torch.stack([s.p_gate_positive for s in stats.values()])
+    return einops.reduce(rates, "lang layer d_mlp -> layer d_mlp", "mean").float()
+
+
+def activity_bins(activity: Float[Tensor, "layer d_mlp"], n_bins: int) -> Tensor:
+    """Equal-count bins of ``activity`` within each layer (0 = least active), ``[layer, d_mlp]``.
+
+    >>> activity_bins(torch.tensor([[0.3, 0.1, 0.4, 0.2]]), 2).tolist()
+    [[1, 0, 1, 0]]
+    """
+    d_mlp = activity.shape[1]
+    rank = activity.argsort(dim=1, stable=True).argsort(dim=1, stable=True)
+    return rank * n_bins // d_mlp
+
+
+def random_matched_mask(
+    mask: NeuronMask,
+    generator: torch.Generator | None = None,
+    *,
+    activity: Float[Tensor, "layer d_mlp"] | None = None,
+    n_bins: int = 10,
+) -> NeuronMask:
     """A random mask with the same number of neurons in every layer as ``mask``.
+
+    With ``activity`` (e.g. :func:`firing_rate` on the selection data), also matched in
+    activity: each layer's neurons fall into ``n_bins`` equal-count bins by activity, and each
+    bin gets as many random neurons as ``mask`` has there, drawn from the bin's neurons outside
+    ``mask`` (from the whole bin when too few are outside). Selected neurons are busy neurons;
+    a count-only control mixes activity with language.
 
     >>> mask = mask_from_pairs([(0, 1), (0, 2), (1, 0)], n_layers=2, d_mlp=8)
     >>> random_matched_mask(mask, torch.Generator().manual_seed(0)).sum(dim=1).tolist()
     [2, 1]
     """
     out = torch.zeros_like(mask, dtype=torch.bool)
-    counts = einops.reduce(mask.long(), "layer d_mlp -> layer", "sum")
-    for layer, count in enumerate(counts.tolist()):
-        if count:
-            out[layer, torch.randperm(mask.shape[1], generator=generator)[:count]] = True
+    if activity is None:
+        counts = einops.reduce(mask.long(), "layer d_mlp -> layer", "sum")
+        for layer, count in enumerate(counts.tolist()):
+            if count:
+                out[layer, torch.randperm(mask.shape[1], generator=generator)[:count]] = True
+        return out
+    if tuple(activity.shape) != tuple(mask.shape):
+        raise AblationError(
+            f"activity has shape {tuple(activity.shape)}, the mask {tuple(mask.shape)}"
+        )
+    if n_bins < 1:
+        raise AblationError(f"n_bins must be >= 1, got {n_bins}")
+    bins = activity_bins(activity.cpu(), min(n_bins, mask.shape[1]))
+    for layer in mask.any(dim=1).nonzero().flatten().tolist():
+        for b in bins[layer][mask[layer]].unique().tolist():
+            members = (bins[layer] == b).nonzero().flatten()
+            count = int(mask[layer, members].sum())
+            pool = members[~mask[layer, members]]
+            if len(pool) < count:
+                pool = members
+            out[layer, pool[torch.randperm(len(pool), generator=generator)[:count]]] = True
     return out

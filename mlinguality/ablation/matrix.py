@@ -7,6 +7,10 @@ bits per byte on held-out text and its change from no ablation. Controls and sum
   of neurons in every layer as A's set, ablated the same way and evaluated on A. The matrix's
   ``random`` row holds, in column A, the mean over seeds of that rise: what ablating "this many
   neurons in these layers" costs A without regard to which.
+- **activity-matched random control** (with ``activity``, e.g. the firing rate on the selection
+  data): the same count per layer, drawn bin for bin from neurons of the same activity
+  (:func:`mlinguality.ablation.hooks.random_matched_mask`); row ``random_activity``. Selected
+  neurons are busy ones, so this is the control that separates *language* from *activity*.
 - **diagonal dominance** (:class:`DiagonalDominance`): own-language rise (mean of the diagonal),
   mean cross-language rise (off-diagonal), their ratio, the own rise over the random control, and
   the number of evaluation languages for which their own set is the most harmful row.
@@ -36,6 +40,7 @@ from mlinguality.ablation.hooks import (
     AblationMode,
     NeuronMask,
     ablate,
+    firing_rate,
     mean_activation,
     random_matched_mask,
 )
@@ -45,6 +50,7 @@ from mlinguality.errors import MlingualityError
 logger = logging.getLogger(__name__)
 
 RANDOM_ROW = "random"
+ACTIVITY_ROW = "random_activity"
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,8 @@ class DiagonalDominance:
         cross_rise: Mean over (ablated A, evaluated B != A) pairs of the rise on B.
         ratio: ``own_rise / cross_rise`` (NaN when ``cross_rise`` is 0).
         random_rise: Mean over languages and seeds of the matched random control's rise.
-        own_over_random: ``own_rise / random_rise``.
+        own_over_random: ``own_rise / random_rise`` (meaningless when ``random_rise`` is within
+            noise of 0; read ``own_minus_random``).
         n_diagonal_max: Evaluation languages whose own set is the most harmful row for them.
         n_langs: Languages on the diagonal (those with a non-empty set that are evaluated).
         per_lang: Per language: ``own``, ``cross`` (mean over the other columns), ``random``.
@@ -72,6 +79,17 @@ class DiagonalDominance:
     n_diagonal_max: int
     n_langs: int
     per_lang: dict[str, dict[str, float]] = field(default_factory=dict)
+    random_activity_rise: float = math.nan
+
+    @property
+    def own_minus_random(self) -> float:
+        """Own-language rise above the count-matched random control's."""
+        return self.own_rise - self.random_rise
+
+    @property
+    def own_minus_random_activity(self) -> float:
+        """Own-language rise above the activity-matched random control's."""
+        return self.own_rise - self.random_activity_rise
 
     def to_dict(self) -> dict:
         return {
@@ -80,6 +98,9 @@ class DiagonalDominance:
             "ratio": self.ratio,
             "random_rise": self.random_rise,
             "own_over_random": self.own_over_random,
+            "random_activity_rise": self.random_activity_rise,
+            "own_minus_random": self.own_minus_random,
+            "own_minus_random_activity": self.own_minus_random_activity,
             "n_diagonal_max": self.n_diagonal_max,
             "n_langs": self.n_langs,
         }
@@ -109,6 +130,8 @@ class AblationMatrix:
             ``lang``'s set.
         n_neurons: Size of each row's set.
         meta: The configuration (metric, rate, ...), copied into CSV rows.
+        random_activity: Like ``random``, with activity-matched random sets (empty if not run).
+        positions: Which positions the ablation wrote (``"all"`` or ``"skip_first"``).
     """
 
     langs: list[str]
@@ -119,21 +142,34 @@ class AblationMatrix:
     random: dict[str, list[LanguageLoss]]
     n_neurons: dict[str, int]
     meta: dict = field(default_factory=dict)
+    random_activity: dict[str, list[LanguageLoss]] = field(default_factory=dict)
+    positions: str = "all"
+
+    @property
+    def controls(self) -> dict[str, dict[str, list[LanguageLoss]]]:
+        """The random-control rows run: ``{row label: {lang: losses per seed}}``."""
+        out = {RANDOM_ROW: self.random}
+        if self.random_activity:
+            out[ACTIVITY_ROW] = self.random_activity
+        return out
 
     @property
     def row_labels(self) -> list[str]:
-        return [*self.rows, RANDOM_ROW]
+        return [*self.rows, *self.controls]
 
     def bits_per_byte(self) -> Float[Tensor, "row lang"]:
         """Bits per byte, rows :attr:`row_labels` (random: mean over seeds); NaN where not run."""
-        out = torch.full((len(self.rows) + 1, len(self.langs)), float("nan"), dtype=torch.float64)
+        controls = self.controls
+        n_rows = len(self.rows) + len(controls)
+        out = torch.full((n_rows, len(self.langs)), float("nan"), dtype=torch.float64)
         for i, row in enumerate(self.rows):
             for j, lang in enumerate(self.langs):
                 if lang in self.ablated.get(row, {}):
                     out[i, j] = self.ablated[row][lang].bits_per_byte
-        for j, lang in enumerate(self.langs):
-            if self.random.get(lang):
-                out[-1, j] = _mean([loss.bits_per_byte for loss in self.random[lang]])
+        for i, losses in enumerate(controls.values(), start=len(self.rows)):
+            for j, lang in enumerate(self.langs):
+                if losses.get(lang):
+                    out[i, j] = _mean([loss.bits_per_byte for loss in losses[lang]])
         return out
 
     def baseline_bits_per_byte(self) -> Float[Tensor, " lang"]:
@@ -145,17 +181,18 @@ class AblationMatrix:
         """Change in bits per byte from no ablation, rows :attr:`row_labels`."""
         return self.bits_per_byte() - self.baseline_bits_per_byte()
 
-    def random_deltas(self, lang: str) -> list[float]:
-        """The random control's rise on ``lang``, one per seed."""
+    def random_deltas(self, lang: str, kind: str = RANDOM_ROW) -> list[float]:
+        """A random control's rise on ``lang``, one per seed (``kind``: ``random`` or
+        ``random_activity``)."""
         base = self.baseline[lang].bits_per_byte
-        return [loss.bits_per_byte - base for loss in self.random.get(lang, [])]
+        return [loss.bits_per_byte - base for loss in self.controls.get(kind, {}).get(lang, [])]
 
     def dominance(self) -> DiagonalDominance:
         """The :class:`DiagonalDominance` summary of this matrix."""
         delta = self.delta()
         col = {lang: j for j, lang in enumerate(self.langs)}
         diag = [lang for lang in self.rows if lang in col and lang in self.ablated]
-        per_lang, own, cross, random = {}, [], [], []
+        per_lang, own, cross, random, active = {}, [], [], [], []
         n_max = 0
         for i, row in enumerate(self.rows):
             if row not in self.ablated:
@@ -167,7 +204,13 @@ class AblationMatrix:
                 random_value = _mean(self.random_deltas(row))
                 own.append(own_value)
                 random += self.random_deltas(row)
-                per_lang[row] = {"own": own_value, "cross": _mean(others), "random": random_value}
+                active += self.random_deltas(row, ACTIVITY_ROW)
+                per_lang[row] = {
+                    "own": own_value,
+                    "cross": _mean(others),
+                    "random": random_value,
+                    "random_activity": _mean(self.random_deltas(row, ACTIVITY_ROW)),
+                }
                 column = delta[: len(self.rows), col[row]]
                 if torch.isfinite(column).any() and int(column.nan_to_num(-math.inf).argmax()) == i:
                     n_max += 1
@@ -181,6 +224,7 @@ class AblationMatrix:
             n_diagonal_max=n_max,
             n_langs=len(diag),
             per_lang=per_lang,
+            random_activity_rise=_mean(active),
         )
 
     def records(self) -> list[dict]:
@@ -189,12 +233,13 @@ class AblationMatrix:
 
         def add(row: str, lang: str, loss: LanguageLoss, seed: int | None) -> None:
             base = self.baseline[lang].bits_per_byte
-            owner = lang if row == RANDOM_ROW else row  # a random set is matched to lang's
+            owner = lang if row in self.controls else row  # a random set is matched to lang's
             n_neurons = 0 if row == "none" else self.n_neurons.get(owner, 0)
             out.append(
                 {
                     **self.meta,
                     "mode": self.mode,
+                    "positions": self.positions,
                     "ablated": row,
                     "seed": "" if seed is None else seed,
                     "n_neurons": n_neurons,
@@ -208,9 +253,10 @@ class AblationMatrix:
         for row in self.rows:
             for lang, loss in self.ablated.get(row, {}).items():
                 add(row, lang, loss, None)
-        for lang, losses in self.random.items():
-            for seed, loss in enumerate(losses):
-                add(RANDOM_ROW, lang, loss, seed)
+        for kind, control in self.controls.items():
+            for lang, losses in control.items():
+                for seed, loss in enumerate(losses):
+                    add(kind, lang, loss, seed)
         return out
 
 
@@ -230,6 +276,9 @@ def ablation_matrix(
     seed: int = 0,
     baseline: Mapping[str, LanguageLoss] | None = None,
     meta: dict | None = None,
+    positions: str = "skip_first",
+    activity: Float[Tensor, "layer d_mlp"] | None = None,
+    n_bins: int = 10,
 ) -> AblationMatrix:
     """Evaluate every language under the ablation of every language's neuron set.
 
@@ -246,6 +295,11 @@ def ablation_matrix(
         baseline: Losses without ablation on the same ``encoded`` (computed if None; pass them in
             to share one baseline among several matrices).
         meta: Configuration labels kept with the result.
+        positions: ``"skip_first"`` (default: every position but the BOS, what collection
+            counted) or ``"all"`` (see :mod:`mlinguality.ablation.hooks`).
+        activity: Per-neuron activity (:func:`mlinguality.ablation.hooks.firing_rate` of the
+            selection statistics); when given, an activity-matched random control is run too.
+        n_bins: Activity bins per layer of that control.
 
     Raises:
         MlingualityError: no languages, or a baseline missing an evaluation language.
@@ -258,9 +312,10 @@ def ablation_matrix(
     missing = [lang for lang in langs if lang not in baseline]
     if missing:
         raise MlingualityError(f"ablation_matrix: baseline lacks {', '.join(missing)}")
-    options = {"mode": mode, "mean": mean}
+    options = {"mode": mode, "mean": mean, "positions": positions}
     ablated: dict[str, dict[str, LanguageLoss]] = {}
     random: dict[str, list[LanguageLoss]] = {}
+    random_activity: dict[str, list[LanguageLoss]] = {}
     n_neurons = {row: int(mask.sum()) for row, mask in neuron_sets.items()}
     for row, mask in neuron_sets.items():
         if not n_neurons[row]:
@@ -270,18 +325,27 @@ def ablation_matrix(
             ablated[row] = {lang: evaluate(model, encoded[lang]) for lang in langs}
         if row not in encoded:
             continue
-        random[row] = []
-        for index in range(n_seeds):
-            generator = torch.Generator().manual_seed(_seed_for(seed, row, index))
-            with ablate(model, random_matched_mask(mask, generator), **options):
-                random[row].append(evaluate(model, encoded[row]))
+        kinds = {RANDOM_ROW: random}
+        if activity is not None:
+            kinds[ACTIVITY_ROW] = random_activity
+        for kind, losses in kinds.items():
+            losses[row] = []
+            for index in range(n_seeds):
+                generator = torch.Generator().manual_seed(_seed_for(seed, row, index))
+                matched = (
+                    random_matched_mask(mask, generator, activity=activity, n_bins=n_bins)
+                    if kind == ACTIVITY_ROW
+                    else random_matched_mask(mask, generator)
+                )
+                with ablate(model, matched, **options):
+                    losses[row].append(evaluate(model, encoded[row]))
     logger.info(
         "ablation matrix (%s, %s): %d rows x %d languages + %d random evaluations",
         mode,
         meta,
         len(ablated),
         len(langs),
-        sum(len(v) for v in random.values()),
+        sum(len(v) for v in random.values()) + sum(len(v) for v in random_activity.values()),
     )
     return AblationMatrix(
         langs=langs,
@@ -292,6 +356,8 @@ def ablation_matrix(
         random=random,
         n_neurons=n_neurons,
         meta=dict(meta or {}),
+        random_activity=random_activity,
+        positions=positions,
     )
 
 
@@ -306,8 +372,12 @@ def compare_selections(
     n_seeds: int = 3,
     seed: int = 0,
     mean_weighting: Literal["language", "token"] = "language",
+    positions: Sequence[str] = ("skip_first",),
+    activity_control: bool = True,
 ) -> list[AblationMatrix]:
-    """One :func:`ablation_matrix` per (selection metric, rate, mode), sharing one baseline.
+    """One :func:`ablation_matrix` per (selection metric, rate, mode, positions), sharing one
+    baseline; with ``activity_control``, each has the activity-matched random row too (activity:
+    :func:`mlinguality.ablation.hooks.firing_rate` of ``stats``).
 
     Neurons are selected from ``stats`` (collected on the ``select`` split) with
     ``mlinguality.selectivity.selection.select_language_neurons(stats, metric=..., top_rate=rate)``; the
@@ -321,25 +391,29 @@ def compare_selections(
 
     baseline = evaluate_languages(model, dict(encoded))
     mean = mean_activation(stats, mean_weighting)
+    activity = firing_rate(stats) if activity_control else None
     matrices = []
     for metric in metrics:
         for rate in rates[metric] if isinstance(rates, Mapping) else rates:
             sets = select_language_neurons(dict(stats), metric=metric, top_rate=rate)
             sets = {lang: sets[lang] for lang in encoded if lang in sets}
             for mode in modes:
-                matrices.append(
-                    ablation_matrix(
-                        model,
-                        encoded,
-                        sets,
-                        mode,
-                        mean=mean if mode == "mean" else None,
-                        n_seeds=n_seeds,
-                        seed=seed,
-                        baseline=baseline,
-                        meta={"metric": metric, "rate": rate},
+                for where in positions:
+                    matrices.append(
+                        ablation_matrix(
+                            model,
+                            encoded,
+                            sets,
+                            mode,
+                            mean=mean if mode == "mean" else None,
+                            n_seeds=n_seeds,
+                            seed=seed,
+                            baseline=baseline,
+                            meta={"metric": metric, "rate": rate},
+                            positions=where,
+                            activity=activity,
+                        )
                     )
-                )
     return matrices
 
 
@@ -361,9 +435,12 @@ def write_csv(matrices: Sequence[AblationMatrix], path: str | Path) -> Path:
     return path
 
 
+_CONTROL_LABELS = {RANDOM_ROW: "random (count)", ACTIVITY_ROW: "random (activity)"}
+
+
 def _label(matrix: AblationMatrix) -> str:
     parts = [f"{key}={value}" for key, value in matrix.meta.items()]
-    return ", ".join([*parts, f"mode={matrix.mode}"])
+    return ", ".join([*parts, f"mode={matrix.mode}", f"positions={matrix.positions}"])
 
 
 def comparison_table(matrices: Sequence[AblationMatrix]) -> str:
@@ -372,12 +449,14 @@ def comparison_table(matrices: Sequence[AblationMatrix]) -> str:
     header = [
         *keys,
         "mode",
+        "positions",
         "neurons/lang",
         "own",
         "cross",
         "own/cross",
         "random",
-        "own/random",
+        "random (activity)",
+        "own - random (activity)",
         "diag max",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -387,12 +466,14 @@ def comparison_table(matrices: Sequence[AblationMatrix]) -> str:
         cells = [str(matrix.meta.get(key, "")) for key in keys]
         cells += [
             matrix.mode,
+            matrix.positions,
             f"{sum(sizes) / max(len(sizes), 1):.1f}",
             f"{dom.own_rise:+.4f}",
             f"{dom.cross_rise:+.4f}",
             f"{dom.ratio:.2f}",
             f"{dom.random_rise:+.4f}",
-            f"{dom.own_over_random:.1f}",
+            f"{dom.random_activity_rise:+.4f}",
+            f"{dom.own_minus_random_activity:+.4f}",
             f"{dom.n_diagonal_max}/{dom.n_langs}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -429,7 +510,7 @@ def plot_matrices(matrices: Sequence[AblationMatrix], path: str | Path, ncols: i
         ax.set_yticks(range(len(matrix.row_labels)))
         ax.set_yticklabels(
             [f"{row} ({matrix.n_neurons.get(row, 0)})" for row in matrix.rows]
-            + ["random (matched)"],
+            + [_CONTROL_LABELS[kind] for kind in matrix.controls],
             fontsize=7,
         )
         ax.set_title(_label(matrix), fontsize=8)

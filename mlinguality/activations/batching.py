@@ -44,12 +44,19 @@ class TokenizedText:
         has_bos: Whether ``ids[0]`` is the BOS token.
         word_final: Token index of the last token of each whitespace word (sorted, unique).
         n_bytes: UTF-8 bytes of the text.
+        n_prefix: Leading special tokens the tokenizer put in front of the text (BOS, XGLM's
+            ``</s>``, language tags): constants, not text. ``None`` means ``int(has_bos)``.
     """
 
     ids: list[int]
     has_bos: bool
     word_final: list[int] = field(default_factory=list)
     n_bytes: int = 0
+    n_prefix: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_prefix is None:
+            self.n_prefix = int(self.has_bos)
 
 
 def word_end_tokens(text: str, offsets: Sequence[tuple[int, int]]) -> list[int]:
@@ -82,14 +89,38 @@ def word_final_token_indices(text: str, offsets: Sequence[tuple[int, int]]) -> l
     return sorted(set(word_end_tokens(text, offsets)))
 
 
+def leading_special_count(ids: Sequence[int], special_ids: set[int]) -> int:
+    """How many of ``ids`` at the start are special tokens (BOS, ``</s>``, language tags).
+
+    At least one token is always left as text, so a text made only of special-looking ids is
+    not emptied.
+
+    >>> leading_special_count([2, 1, 57, 1], {1, 2})
+    2
+    """
+    count = 0
+    while count < len(ids) - 1 and ids[count] in special_ids:
+        count += 1
+    return count
+
+
+def special_token_ids(tokenizer) -> set[int]:
+    """The tokenizer's special token ids, except the unknown token (which stands for text)."""
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    special.discard(getattr(tokenizer, "unk_token_id", None))
+    return special
+
+
 def tokenize_texts(
     tokenizer, texts: Sequence[str], word_final: bool = False
 ) -> list[TokenizedText]:
-    """Tokenise ``texts`` once (with the tokenizer's special tokens, i.e. BOS where it adds one)."""
+    """Tokenise ``texts`` once, with the special tokens the tokenizer adds (BOS, or XGLM's
+    ``</s>``); ``n_prefix`` counts those in front of each text."""
     encoded = tokenizer(
         list(texts), add_special_tokens=True, return_offsets_mapping=word_final, padding=False
     )
     bos = tokenizer.bos_token_id
+    special = special_token_ids(tokenizer)
     result = []
     for index, text in enumerate(texts):
         ids = list(encoded["input_ids"][index])
@@ -97,7 +128,8 @@ def tokenize_texts(
             word_final_token_indices(text, encoded["offset_mapping"][index]) if word_final else []
         )
         has_bos = bool(ids) and bos is not None and ids[0] == bos
-        result.append(TokenizedText(ids, has_bos, finals, len(text.encode("utf-8"))))
+        n_prefix = leading_special_count(ids, special)
+        result.append(TokenizedText(ids, has_bos, finals, len(text.encode("utf-8")), n_prefix))
     return result
 
 
@@ -189,7 +221,8 @@ def position_mask(
     positions: Positions = "all",
     include_bos: bool = False,
 ) -> Bool[Tensor, "batch pos"]:
-    """Which padded positions count: never padding; BOS only if ``include_bos``.
+    """Which padded positions count: never padding; the leading special tokens (BOS, XGLM's
+    ``</s>``, language tags: ``n_prefix``) only if ``include_bos``.
 
     ``all``: every real token; ``last``: the last real token; ``word_final``: the last token of
     each whitespace word.
@@ -197,7 +230,7 @@ def position_mask(
     mask = torch.zeros(batch.input_ids.shape, dtype=torch.bool)
     for row, index in enumerate(batch.indices):
         text = texts[index]
-        first = 1 if (text.has_bos and not include_bos) else 0
+        first = 0 if include_bos else text.n_prefix
         if positions == "all":
             tokens = range(first, batch.lengths[row])
         elif positions == "last":

@@ -136,3 +136,36 @@ def test_tokenizer_without_bos_and_with_eos_gets_the_same_ids(tiny_model):
     adapted = encode_texts(tokenizer, TEXTS, "mix")
     assert [t.ids for t in adapted.texts] == [t.ids for t in reference.texts]
     assert adapted.texts[0].ids[0] == tokenizer.bos_token_id
+
+
+def _xglm_style(tokenizer):
+    """A copy of ``tokenizer`` whose post-processor puts ``<eos>`` in front (XGLM: ``</s> $A``)."""
+    from tokenizers import processors
+
+    xglm = copy.deepcopy(tokenizer)
+    xglm.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<eos> $A", special_tokens=[("<eos>", tokenizer.eos_token_id)]
+    )
+    return xglm
+
+
+def test_leading_special_token_is_context_and_never_scored(model_and_oracle):
+    bridge, oracle = model_and_oracle
+    tokenizer = _xglm_style(bridge.tokenizer)
+    eos = tokenizer.eos_token_id
+    encoded = encode_texts(tokenizer, TEXTS, "mix", batch_tokens=64)
+    for text, tokens in zip(TEXTS, encoded.texts, strict=True):
+        body = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert tokens.ids == [eos, *body], "the leading </s> is kept, no BOS is added"
+    assert encoded.n_predicted.tolist() == [
+        len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in TEXTS
+    ]
+    # oracle: batch 1, unpadded, NLL of every text token given </s> and the tokens before it
+    expected = []
+    for text in TEXTS:
+        ids = torch.tensor([[eos, *tokenizer(text, add_special_tokens=False)["input_ids"]]])
+        with torch.no_grad():
+            log_probs = torch.log_softmax(oracle(ids).logits[0, :-1].double(), dim=-1)
+        expected.append(float(-log_probs.gather(1, ids[0, 1:, None]).sum()))
+    loss = evaluate(bridge, encoded)
+    assert_close(loss.text_nll, torch.tensor(expected, dtype=torch.float64), "fp32_model")

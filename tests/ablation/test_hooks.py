@@ -15,6 +15,8 @@ from mlinguality.ablation.hooks import (
     AblationError,
     ablate,
     ablation_hooks,
+    activity_bins,
+    firing_rate,
     mask_from_pairs,
     mean_activation,
     random_matched_mask,
@@ -185,6 +187,85 @@ def test_verify_raises_when_the_write_does_not_reach_the_model(tiny_model):
         hooks.verify()
 
 
+def test_verify_catches_a_later_hook_that_changes_what_reaches_w_out(tiny_model):
+    """The old check read the hook point right after the write, so a hook registered after the
+    ablation's (a user's patch, a steering hook) could change W_out's input unnoticed."""
+    mask = mask_from_pairs([(0, 1)], 2, tiny_model.cfg.d_mlp)
+    later = [("blocks.0.mlp.hook_post", lambda act, hook: act + 1.0)]
+    with pytest.raises(AblationError, match="not at their target"):  # noqa: SIM117
+        with ablate(tiny_model, mask):
+            with tiny_model.hooks(fwd_hooks=later):
+                _logits(tiny_model, _ids(tiny_model))
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_skip_first_leaves_the_first_position_alone(arch_model, mode):
+    d_mlp = arch_model.cfg.d_mlp
+    mask = mask_from_pairs([(0, n) for n in range(0, d_mlp, 3)], 2, d_mlp)
+    mean = torch.full((2, d_mlp), 0.25) if mode == "mean" else None
+    target = 0.25 if mode == "mean" else 0.0
+    ids = _ids(arch_model)
+    name = "blocks.0.mlp.hook_post"
+    with torch.no_grad():
+        base_logits, base = arch_model.run_with_cache(ids, names_filter=name)
+        with ablate(arch_model, mask, mode, mean=mean, positions="skip_first") as hooks:
+            logits, cache = arch_model.run_with_cache(ids, names_filter=name)
+    acts, before = cache[name][0], base[name][0]
+    neurons = mask[0]
+    assert torch.equal(acts[0], before[0]), "position 0 (BOS) is not written"
+    assert (acts[1:, neurons] == target).all()
+    assert torch.equal(acts[1:, ~neurons], before[1:, ~neurons])
+    assert torch.equal(logits[0, 0], base_logits[0, 0]), "causal: position 0 cannot change"
+    assert not torch.allclose(logits[0, 1:], base_logits[0, 1:])
+    assert hooks.records[0].n_written == (ids.shape[1] - 1) * int(neurons.sum())
+    with pytest.raises(AblationError, match="positions"):
+        ablation_hooks(arch_model, mask, positions="first")
+
+
+def test_activity_matched_mask_draws_bin_for_bin_outside_the_set():
+    generator = torch.Generator().manual_seed(0)
+    activity = torch.rand(3, 40, generator=generator)
+    # the 4 most active neurons of layer 0 and 2 of the least active of layer 2
+    order0, order2 = activity[0].argsort(), activity[2].argsort()
+    mask = torch.zeros(3, 40, dtype=torch.bool)
+    mask[0, order0[-4:]] = True
+    mask[2, order2[:2]] = True
+    bins = activity_bins(activity, 10)  # 4 neurons per bin
+    assert bins[0, order0[-4:]].tolist() == [9, 9, 9, 9]
+    drawn = random_matched_mask(mask, torch.Generator().manual_seed(3), activity=activity)
+    assert drawn.sum(1).tolist() == [4, 0, 2]
+    for layer in (0, 2):
+        assert sorted(bins[layer][drawn[layer]].tolist()) == sorted(
+            bins[layer][mask[layer]].tolist()
+        )
+    # bin 9 of layer 0 is the set itself: too few outside, so the whole bin is the pool
+    assert torch.equal(drawn[0], mask[0])
+    # layer 2's bin 0 has 2 neurons outside the set: those are drawn
+    outside = (bins[2] == 0) & ~mask[2]
+    assert torch.equal(drawn[2], outside)
+
+
+def test_activity_matched_control_matches_mean_activity_better_than_count_only():
+    generator = torch.Generator().manual_seed(1)
+    activity = torch.rand(1, 2000, generator=generator)
+    mask = activity > 0.9  # busy neurons
+    gaps = {"count": [], "activity": []}
+    for seed in range(5):
+        for kind, extra in (("count", {}), ("activity", {"activity": activity})):
+            drawn = random_matched_mask(mask, torch.Generator().manual_seed(seed), **extra)
+            assert drawn.sum() == mask.sum()
+            gaps[kind].append(float(activity[mask].mean() - activity[drawn].mean()))
+    assert max(abs(g) for g in gaps["activity"]) < 0.01
+    assert min(gaps["count"]) > 0.3
+
+
+def test_firing_rate_is_the_unweighted_mean_of_gate_shares():
+    a, b = _stats("en", 10, 1.0), _stats("fr", 30, 1.0)
+    a.n_gate_positive = torch.full((2, 3), 5, dtype=torch.int64)
+    b.n_gate_positive = torch.full((2, 3), 3, dtype=torch.int64)
+    assert_close(firing_rate({"en": a, "fr": b}), torch.full((2, 3), (0.5 + 0.1) / 2), "fp32")
+
+
 def test_records_count_every_forward_and_reset(tiny_model):
     mask = mask_from_pairs([(1, 4), (1, 5)], 2, tiny_model.cfg.d_mlp)
     ids = _ids(tiny_model)
@@ -242,7 +323,7 @@ def test_ablation_matrix_cells_equal_direct_evaluation(tiny_model, tmp_path):
     }
     encoded = encode_languages(tiny_model.tokenizer, EVAL)
     matrix = ablation_matrix(tiny_model, encoded, sets, "zero", n_seeds=2, meta={"metric": "toy"})
-    with ablate(tiny_model, sets["fr"]):
+    with ablate(tiny_model, sets["fr"], positions="skip_first"):  # the matrix's default
         direct = evaluate(tiny_model, encoded["ru"]).bits_per_byte
     baseline = evaluate(tiny_model, encoded["ru"]).bits_per_byte
     delta = matrix.delta()
@@ -270,7 +351,7 @@ def test_ablation_matrix_cells_equal_direct_evaluation(tiny_model, tmp_path):
     fr_on_ru = next(r for r in rows if r["ablated"] == "fr" and r["lang"] == "ru")
     assert math.isclose(float(fr_on_ru["delta_bits_per_byte"]), direct - baseline, rel_tol=1e-9)
     assert int(fr_on_ru["n_neurons"]) == 12
-    assert "| toy | zero |" in comparison_table([matrix])
+    assert "| toy | zero | skip_first |" in comparison_table([matrix])
     assert plot_matrices([matrix, matrix], tmp_path / "m.png").stat().st_size > 1000
 
 
@@ -279,7 +360,9 @@ def test_ablation_matrix_mean_mode_uses_the_mean(tiny_gpt2):
     sets = {"en": mask_from_pairs([(0, 3)], 2, d_mlp), "fr": mask_from_pairs([(1, 4)], 2, d_mlp)}
     encoded = encode_languages(tiny_gpt2.tokenizer, {k: EVAL[k] for k in ("en", "fr")})
     mean = torch.randn(2, d_mlp)
-    matrix = ablation_matrix(tiny_gpt2, encoded, sets, "mean", mean=mean, n_seeds=0)
+    matrix = ablation_matrix(
+        tiny_gpt2, encoded, sets, "mean", mean=mean, n_seeds=0, positions="all"
+    )
     with ablate(tiny_gpt2, sets["en"], mode="mean", mean=mean):
         direct = evaluate(tiny_gpt2, encoded["fr"]).bits_per_byte
     assert math.isclose(matrix.ablated["en"]["fr"].bits_per_byte, direct, rel_tol=1e-12)
@@ -319,6 +402,41 @@ def test_compare_selections_one_matrix_per_config_with_selected_sets(tiny_model)
     expected = select_language_neurons(stats, metric="cohens_d", top_rate=0.05)
     assert matrices[2].n_neurons == {lang: int(mask.sum()) for lang, mask in expected.items()}
     assert matrices[0].baseline["fr"] is matrices[3].baseline["fr"]  # one shared baseline
-    with ablate(tiny_model, expected["en"], mode="mean", mean=mean_activation(stats)):
+    mean = mean_activation(stats)
+    with ablate(tiny_model, expected["en"], mode="mean", mean=mean, positions="skip_first"):
         direct = evaluate(tiny_model, encoded["fr"]).bits_per_byte
     assert math.isclose(matrices[3].ablated["en"]["fr"].bits_per_byte, direct, rel_tol=1e-12)
+    assert all(m.random_activity for m in matrices), "the activity-matched control by default"
+
+
+def test_ablation_matrix_activity_control_row_equals_direct_evaluation(tiny_model):
+    from mlinguality.ablation.matrix import ACTIVITY_ROW, _seed_for
+
+    d_mlp = tiny_model.cfg.d_mlp
+    activity = torch.rand(2, d_mlp, generator=torch.Generator().manual_seed(4))
+    sets = {
+        "en": mask_from_pairs([(0, n) for n in range(8)], 2, d_mlp),
+        "fr": mask_from_pairs([(1, n) for n in range(5)], 2, d_mlp),
+    }
+    encoded = encode_languages(tiny_model.tokenizer, {k: EVAL[k] for k in ("en", "fr")})
+    matrix = ablation_matrix(
+        tiny_model, encoded, sets, n_seeds=2, seed=3, activity=activity, positions="all"
+    )
+    assert matrix.row_labels == ["en", "fr", "random", ACTIVITY_ROW]
+    base = matrix.baseline["fr"].bits_per_byte
+    direct = []
+    for index in range(2):
+        generator = torch.Generator().manual_seed(_seed_for(3, "fr", index))
+        drawn = random_matched_mask(sets["fr"], generator, activity=activity)
+        with ablate(tiny_model, drawn):
+            direct.append(evaluate(tiny_model, encoded["fr"]).bits_per_byte - base)
+    assert matrix.random_deltas("fr", ACTIVITY_ROW) == pytest.approx(direct, rel=1e-12)
+    delta = matrix.delta()
+    assert delta.shape == (4, 2)
+    assert math.isclose(float(delta[3, 1]), sum(direct) / 2, rel_tol=1e-9)
+    dom = matrix.dominance()
+    expected = (sum(direct) / 2 + sum(matrix.random_deltas("en", ACTIVITY_ROW)) / 2) / 2
+    assert math.isclose(dom.random_activity_rise, expected, rel_tol=1e-9)
+    assert math.isclose(dom.own_minus_random_activity, dom.own_rise - expected, rel_tol=1e-9)
+    rows = [r for r in matrix.records() if r["ablated"] == ACTIVITY_ROW]
+    assert len(rows) == 4 and {r["positions"] for r in rows} == {"all"}

@@ -54,3 +54,26 @@ def test_word_final_marks_one_token_per_word(tiny_model):
     ]
     assert tokenized.n_bytes == len(text.encode())
     assert not torch.is_tensor(tokenized.ids)
+
+
+def test_leading_special_tokens_are_not_counted(tiny_model):
+    """XGLM's post-processor puts ``</s>`` (not BOS) in front: a constant, never a statistic."""
+    import copy
+
+    from tokenizers import processors
+
+    tokenizer = copy.deepcopy(tiny_model.tokenizer)
+    eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<eos> <bos> $A", special_tokens=[("<eos>", eos), ("<bos>", bos)]
+    )
+    texts = tokenize_texts(tokenizer, ["a b c", "xyz w"])
+    assert [t.ids[:2] for t in texts] == [[eos, bos], [eos, bos]]
+    assert [t.n_prefix for t in texts] == [2, 2]
+    for side in ("left", "right"):
+        batch = pad_batch(texts, [0, 1], tokenizer.pad_token_id, side)
+        mask = position_mask(batch, texts, "all")
+        assert mask.sum(1).tolist() == [len(t.ids) - 2 for t in texts]
+        assert not torch.isin(batch.input_ids[mask], torch.tensor([eos, bos])).any()
+        kept = position_mask(batch, texts, "all", include_bos=True)
+        assert kept.sum(1).tolist() == [len(t.ids) for t in texts]
