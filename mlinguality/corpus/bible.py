@@ -166,8 +166,21 @@ def bible_db_path() -> Path:
 def resolve_translations(
     langs: list[str], chosen: dict[str, str] | None = None
 ) -> dict[str, Translation]:
-    """Pick one translation per language: ``chosen`` (a code or short name) or the default."""
+    """Pick one translation per language key: ``chosen`` (a code or short name) or the default.
+
+    A key ``"en:WEB"`` names its translation itself (code or short name after the colon), so
+    one language can appear twice in different translations (same-language controls):
+    ``["en", "en:WEB", "fr:o"]`` resolves to KJV, WEB and Ostervald.
+    """
     chosen = dict(chosen or {})
+    for key in langs:
+        base, colon, pick = key.partition(":")
+        if colon:
+            if key in chosen:
+                raise MlingualityError(
+                    f"translations: {key!r} already names its translation; drop it from translations"
+                )
+            chosen[key] = pick
     extra = sorted(set(chosen) - set(langs))
     if extra:
         raise MlingualityError(
@@ -175,24 +188,25 @@ def resolve_translations(
         )
     by_name = {t.name.lower(): t for t in TRANSLATIONS.values()}
     resolved: dict[str, Translation] = {}
-    for lang in langs:
+    for key in langs:
+        lang = key.partition(":")[0]
         if lang not in DEFAULT_TRANSLATIONS:
             raise MlingualityError(
                 f"the Bible database has no language {lang!r}; available: "
                 f"{', '.join(sorted(DEFAULT_TRANSLATIONS))}"
             )
-        if lang not in chosen:
-            resolved[lang] = TRANSLATIONS[DEFAULT_TRANSLATIONS[lang]]
+        if key not in chosen:
+            resolved[key] = TRANSLATIONS[DEFAULT_TRANSLATIONS[lang]]
             continue
-        pick = chosen[lang]
+        pick = chosen[key]
         translation = TRANSLATIONS.get(pick) or by_name.get(pick.lower())
         options = ", ".join(f"{t.code} ({t.name})" for t in TRANSLATIONS.values() if t.lang == lang)
         if translation is None or translation.lang != lang:
             what = "unknown" if translation is None else f"{translation.lang}, not {lang}"
             raise MlingualityError(
-                f"translations: {pick!r} for {lang!r} is {what}; choose one of {options}"
+                f"translations: {pick!r} for {key!r} is {what}; choose one of {options}"
             )
-        resolved[lang] = translation
+        resolved[key] = translation
     return resolved
 
 

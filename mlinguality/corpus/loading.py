@@ -17,8 +17,10 @@ from mlinguality.errors import MlingualityError
 logger = logging.getLogger(__name__)
 
 BIBLE = "bible"
-# ISO 639-1 (two letters), optionally with a script or region subtag: "zh", "zh-Hant", "pt_BR".
-_LANG_CODE = re.compile(r"^[a-z]{2}(?:[-_][A-Za-z0-9]{2,8})*$")
+# ISO 639-1 (two letters), optionally with a script or region subtag: "zh", "zh-Hant", "pt_BR",
+# and optionally a translation after a colon ("en:WEB": the Bible's World English Bible, side by
+# side with "en" in its default translation, for same-language controls).
+_LANG_CODE = re.compile(r"^[a-z]{2}(?:[-_][A-Za-z0-9]{2,8})*(?::[A-Za-z0-9]+)?$")
 
 
 def parse_langs(langs: str | Sequence[str]) -> list[str]:
@@ -29,7 +31,8 @@ def parse_langs(langs: str | Sequence[str]) -> list[str]:
     for code in codes:
         if not isinstance(code, str) or not _LANG_CODE.match(code):
             raise MlingualityError(
-                f"languages: {code!r} is not an ISO 639-1 code (two lowercase letters, e.g. en)"
+                f"languages: {code!r} is not an ISO 639-1 code (two lowercase letters, e.g. en, "
+                "optionally with a translation: en:WEB)"
             )
     duplicated = [code for index, code in enumerate(codes) if code in codes[:index]]
     if duplicated:
@@ -75,7 +78,9 @@ def load_corpus(
             memory: a ``{lang: [texts]}`` dict, a pandas DataFrame or a ``datasets.Dataset``
             (one column per language; see :mod:`mlinguality.corpus.adapters`).
         langs: ISO 639-1 codes (a list or ``"en,fr"``), in the order wanted (in-memory data:
-            default every column).
+            default every column). For the Bible a key may name a translation, ``"en:WEB"``,
+            so that two translations of one language load side by side (``["en", "en:WEB"]``:
+            KJV and WEB) as two "languages".
         books: Bible only: ``"NT"``, ``"OT"``, ``"Matthew"``, ``"40-43"``, ``"Matthew-John"``.
         limit: Keep a deterministic sample of this many examples (drawn with ``seed`` after
             cleaning, kept in source order).

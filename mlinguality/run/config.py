@@ -145,6 +145,10 @@ class SelectivityConfig(_Section):
         metrics: Per-layer profile metrics (names as in ``mlinguality.selectivity.profile``).
         pairs: Language pairs like ``"en-ru"`` for pairwise metrics (``None``: the first
             language against each other one).
+        control_pairs: Same-language control pairs ``"en/en:WEB"`` (two translations of one
+            language; ``en`` is the corpus's default translation): the floor every pair's
+            profile must rise above. Their second languages are collected too, but never
+            selected from or ablated.
         select_metric: Metric used to pick language-specific neurons.
         top_rate: Share of all neurons selected (LAPE: the lowest-entropy share).
         n_permutations: Label permutations for the per-layer and U-shape p-values (0: skip).
@@ -153,8 +157,12 @@ class SelectivityConfig(_Section):
     """
 
     _key = "selectivity"
-    metrics: list[str] = field(default_factory=lambda: ["topk", "rank_corr", "cohens_d", "lape"])
+    metrics: list[str] = field(
+        default_factory=lambda: ["topk", "rank_corr", "cohens_d", "verse_distance", "lape"]
+    )
     pairs: list[str] | None = None
+    # KJV against the World English Bible: same language, other wording (the floor)
+    control_pairs: list[str] | None = field(default_factory=lambda: ["en/en:WEB"])
     select_metric: str = "lape"
     top_rate: float = 0.01  # Tang et al. 2024 keep the lowest 1% by LAPE
     n_permutations: int = 200  # smallest attainable p-value 1/201
@@ -172,6 +180,10 @@ class SelectivityConfig(_Section):
         for pair in self.pairs or []:
             if len(pair.split("-")) != 2 or not all(pair.split("-")):
                 self._fail("pairs", f"{pair!r} is not of the form 'en-ru'")
+        for pair in self.control_pairs or []:
+            parts = pair.split("/")
+            if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+                self._fail("control_pairs", f"{pair!r} is not of the form 'en/en:WEB'")
 
 
 @dataclass
@@ -182,6 +194,10 @@ class AblationConfig(_Section):
         enabled: Run the ablation stage at all.
         mode: ``"zero"`` (the seed design) or ``"mean"`` (the mean over all languages).
         n_random: Matched random-control draws (same neurons per layer, other seeds).
+        positions: Positions written: ``"skip_first"`` (all but the BOS: what collection
+            counts with ``include_bos: false``) or ``"all"`` (the seed design, BOS included).
+        activity_control: Also run the activity-matched random control (same count per layer,
+            drawn from neurons of the same firing rate on the selection data).
         eval_limit: Held-out examples per language evaluated (``None``: the whole split).
         batch_tokens: Padded tokens per forward batch (logits are batch x pos x vocab floats).
     """
@@ -190,6 +206,8 @@ class AblationConfig(_Section):
     enabled: bool = True
     mode: Literal["zero", "mean"] = "zero"
     n_random: int = 1
+    positions: Literal["all", "skip_first"] = "skip_first"  # what selection counted
+    activity_control: bool = True
     eval_limit: int | None = 40  # each of L*(L+1+n_random) evaluations runs these per language
     batch_tokens: int = 512  # Gemma's 262k vocabulary: 512 tokens of logits are 0.5 GB
 
@@ -310,6 +328,21 @@ class RunConfig(_Section):
     def validate(self) -> None:
         if not self.name or "/" in self.name:
             self._fail("name", f"must be a non-empty folder name, got {self.name!r}")
+        for pair in self.selectivity.control_pairs or []:
+            first = pair.split("/")[0]
+            if first not in self.corpus.langs:
+                raise MlingualityError(
+                    f"selectivity.control_pairs: {pair!r} starts with {first!r}, not in "
+                    f"corpus.langs {self.corpus.langs}; set control_pairs: null or add it"
+                )
+
+    @property
+    def collection_langs(self) -> list[str]:
+        """``corpus.langs`` and, after them, the control pairs' languages not among them."""
+        langs = list(self.corpus.langs)
+        for pair in self.selectivity.control_pairs or []:
+            langs += [lang for lang in pair.split("/") if lang not in langs]
+        return langs
 
     # --- views ----------------------------------------------------------------------------
 

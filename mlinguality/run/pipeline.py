@@ -41,7 +41,7 @@ def collect(config: RunConfig, inputs, run_dir: Path, checkpoints: Path) -> None
     stats = collect_stats(
         inputs.model,
         select,
-        config.corpus.langs,
+        config.collection_langs,  # corpus.langs and the same-language controls
         positions=coll.positions,
         include_bos=coll.include_bos,
         per_example=coll.per_example,
@@ -53,7 +53,7 @@ def collect(config: RunConfig, inputs, run_dir: Path, checkpoints: Path) -> None
     shutil.rmtree(checkpoints, ignore_errors=True)
     info = {
         "source": corpus.source or config.corpus.source,
-        "langs": list(config.corpus.langs),
+        "langs": list(config.collection_langs),
         "translations": dict(corpus.translations),
         "n_examples": len(corpus),
         "n_select": len(select),
@@ -65,10 +65,12 @@ def collect(config: RunConfig, inputs, run_dir: Path, checkpoints: Path) -> None
     (run_dir / "corpus.json").write_text(json.dumps(info, indent=1, ensure_ascii=False))
 
 
-def _load(config: RunConfig, run_dir: Path):
+def _load(config: RunConfig, run_dir: Path, controls: bool = False):
+    """The statistics of ``corpus.langs`` (and of the control languages if ``controls``)."""
     from mlinguality.activations.stats import load_stats
 
-    return load_stats(run_dir / "stats", list(config.corpus.langs))
+    langs = config.collection_langs if controls else config.corpus.langs
+    return load_stats(run_dir / "stats", list(langs))
 
 
 def score(config: RunConfig, run_dir: Path) -> None:
@@ -77,13 +79,15 @@ def score(config: RunConfig, run_dir: Path) -> None:
 
     sel = config.selectivity
     pairs = [tuple(pair.split("-")) for pair in sel.pairs] if sel.pairs else None
+    controls = [tuple(pair.split("/")) for pair in sel.control_pairs or []]
     profile = selectivity_profile(
-        _load(config, run_dir),
+        _load(config, run_dir, controls=True),
         pairs=pairs,
         metrics=sel.metrics,
         n_permutations=sel.n_permutations,
         n_bootstrap=sel.n_bootstrap,
         seed=sel.seed,
+        control_pairs=controls,
     )
     profile.layers.to_csv(run_dir / "layer_profile.csv", index=False)
     profile.u_shape.to_csv(run_dir / "u_shape.csv", index=False)
@@ -139,7 +143,7 @@ def ablate(config: RunConfig, inputs, run_dir: Path) -> None:
     from tqdm.auto import tqdm
 
     from mlinguality.ablation.evaluation import encode_languages, evaluate_languages
-    from mlinguality.ablation.hooks import mean_activation
+    from mlinguality.ablation.hooks import firing_rate, mean_activation
     from mlinguality.ablation.matrix import (
         AblationMatrix,
         ablation_matrix,
@@ -161,7 +165,9 @@ def ablate(config: RunConfig, inputs, run_dir: Path) -> None:
     )
     saved = load_masks(run_dir)
     masks = {lang: saved[lang] for lang in langs if lang in saved}  # rows in config order
-    mean = mean_activation(_load(config, run_dir)) if ab.mode == "mean" else None
+    stats = _load(config, run_dir)
+    mean = mean_activation(stats) if ab.mode == "mean" else None
+    activity = firing_rate(stats) if ab.activity_control else None
     meta = {"metric": config.selectivity.select_metric, "top_rate": config.selectivity.top_rate}
     with torch.no_grad():
         baseline = evaluate_languages(model, encoded)
@@ -179,6 +185,8 @@ def ablate(config: RunConfig, inputs, run_dir: Path) -> None:
                     seed=config.seed,
                     baseline=baseline,
                     meta=meta,
+                    positions=ab.positions,
+                    activity=activity,
                 )
             )
     matrix = AblationMatrix(
@@ -190,6 +198,10 @@ def ablate(config: RunConfig, inputs, run_dir: Path) -> None:
         random={lang: losses for part in parts for lang, losses in part.random.items()},
         n_neurons={row: n for part in parts for row, n in part.n_neurons.items()},
         meta=meta,
+        random_activity={
+            lang: losses for part in parts for lang, losses in part.random_activity.items()
+        },
+        positions=ab.positions,
     )
     write_csv([matrix], run_dir / "ablation.csv")
     plot_matrices([matrix], run_dir / "ablation.png", ncols=1)
@@ -205,7 +217,11 @@ def ablate(config: RunConfig, inputs, run_dir: Path) -> None:
         "baseline_bits_per_byte": {lang: loss.bits_per_byte for lang, loss in baseline.items()},
         "bits_per_byte": _finite(matrix.bits_per_byte().tolist()),
         "delta_bits_per_byte": _finite(matrix.delta().tolist()),
+        "positions": ab.positions,
         "random_deltas": {lang: matrix.random_deltas(lang) for lang in matrix.random},
+        "random_activity_deltas": {
+            lang: matrix.random_deltas(lang, "random_activity") for lang in matrix.random_activity
+        },
         "dominance": _finite(dominance.to_dict()),
         "per_lang": _finite(dominance.per_lang),
     }

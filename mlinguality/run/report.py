@@ -53,8 +53,11 @@ def build_summary(
         }
     }
     sel: dict[str, Any] = {}
+    profile = _read(run_dir, "layer_profile.csv")
     if u_shape is not None and len(u_shape):
         headline = config.selectivity.metrics[0]
+        if "control" in u_shape:
+            u_shape = u_shape[~u_shape["control"].astype(bool)]
         rows = u_shape[u_shape["metric"] == headline]
         if not len(rows):
             rows = u_shape
@@ -64,6 +67,8 @@ def build_summary(
         if "u_excess" in rows:  # U of the excess over the permutation null (chance per layer)
             sel["u_shape_excess"] = _num(rows["u_excess"].mean())
         sel["u_shape_max_p"] = _num(rows["p_value"].max())
+        if "u_over_floor" in rows and rows["u_over_floor"].notna().any():
+            sel["u_over_floor"] = _num(rows["u_over_floor"].mean())
         sel["u_shape_by_pair"] = {
             f"{row.metric}/{row.pair}": {
                 "u": _num(row.u),
@@ -72,6 +77,13 @@ def build_summary(
             }
             for row in u_shape.itertuples()
         }
+    if profile is not None and "control" in profile and profile["control"].any():
+        verse = profile[(profile["metric"] == "verse_distance") & ~profile["control"]]
+        if len(verse) and "q_value" in verse:
+            sel["layers_above_floor"] = {
+                str(pair): int((group["q_value"] < 0.05).sum())
+                for pair, group in verse.groupby("pair", sort=False)
+            }
     if chosen is not None:
         per_lang = chosen.groupby("lang", sort=False)["n_selected"].sum()
         sel["n_selected"] = {str(lang): int(n) for lang, n in per_lang.items()}
@@ -193,6 +205,19 @@ def write_report(
             f"{_fmt(sel['u_shape_max_p'])}); U of the excess over the permutation null (what "
             f"chance alone gives each layer): {_fmt(sel.get('u_shape_excess'))}."
         )
+    if "u_over_floor" in sel:
+        lines.append(
+            f"- Against the same-language floor (control pairs "
+            f"{', '.join(config.selectivity.control_pairs or [])}: two translations of one "
+            f"language): U of `{sel['headline_metric']}` minus the floor, averaged over pairs: "
+            f"**{_fmt(sel['u_over_floor'])}**."
+        )
+    if "layers_above_floor" in sel:
+        counts = ", ".join(f"{pair} {n}" for pair, n in sel["layers_above_floor"].items())
+        lines.append(
+            "- Layers where a pair differs more than the same-language control, verse by verse "
+            f"(paired test, BH q < 0.05): {counts}."
+        )
     if "n_selected" in sel:
         counts = ", ".join(f"{lang} {n}" for lang, n in sel["n_selected"].items())
         lines.append(
@@ -204,8 +229,12 @@ def write_report(
         lines.append(
             f"- Ablation ({ablation['mode']}): own-language rise **{_fmt(dom['own_rise'], '+.4f')}** "
             f"bits/byte vs cross-language {_fmt(dom['cross_rise'], '+.4f')} (ratio "
-            f"{_fmt(dom['ratio'], '.2f')}); matched random control {_fmt(dom['random_rise'], '+.4f')}; "
-            f"own set most harmful for {dom['n_diagonal_max']}/{dom['n_langs']} languages."
+            f"{_fmt(dom['ratio'], '.2f')}); count-matched random control "
+            f"{_fmt(dom['random_rise'], '+.4f')}, activity-matched random control "
+            f"{_fmt(dom.get('random_activity_rise'), '+.4f')} (own minus activity-matched: "
+            f"**{_fmt(dom.get('own_minus_random_activity'), '+.4f')}**); own set most harmful "
+            f"for {dom['n_diagonal_max']}/{dom['n_langs']} languages. Positions ablated: "
+            f"`{ablation.get('positions', 'all')}`."
         )
     if u_shape is not None and len(u_shape):
         lines += ["", "### U-shape by metric and pair", ""]
@@ -216,17 +245,30 @@ def write_report(
             "",
         ]
         lines += _table(
-            ["metric", "pair", "U", "first", "last", "null mean U", "excess U", "p"],
+            [
+                "metric",
+                "pair",
+                "U",
+                "first",
+                "last",
+                "null mean U",
+                "excess U",
+                "p",
+                "q",
+                "U over floor",
+            ],
             [
                 [
                     r.metric,
-                    r.pair,
+                    r.pair + (" (control)" if getattr(r, "control", False) else ""),
                     _fmt(r.u),
                     _fmt(getattr(r, "u_first", None)),
                     _fmt(getattr(r, "u_last", None)),
                     _fmt(r.null_u_mean),
                     _fmt(getattr(r, "u_excess", None)),
                     _fmt(r.p_value),
+                    _fmt(getattr(r, "q_value", None)),
+                    _fmt(getattr(r, "u_over_floor", None)),
                 ]
                 for r in u_shape.itertuples()
             ],
@@ -235,8 +277,19 @@ def write_report(
         lines += ["", "## Per-layer profile", ""]
         if config.plots:
             lines += ["![per-layer profile](plots/layer_profile.png)", ""]
-        wide = profile.groupby(["layer", "metric"], sort=False)["value"].mean().unstack("metric")
-        lines.append("Score per layer (mean over pairs):")
+        is_control = profile["control"].astype(bool) if "control" in profile else False
+        pairs = profile[~is_control] if "control" in profile else profile
+        wide = pairs.groupby(["layer", "metric"], sort=False)["value"].mean().unstack("metric")
+        if "control" in profile and profile["control"].any():
+            floor = profile[is_control].groupby(["layer", "metric"], sort=False)["value"].mean()
+            floor = floor.unstack("metric").add_suffix(" floor")
+            wide = wide.join(floor)[sorted([*wide.columns, *floor.columns])]
+            lines.append(
+                "Score per layer (mean over pairs); `floor`: the same-language control pairs "
+                "(two translations of one language), the level each pair must rise above:"
+            )
+        else:
+            lines.append("Score per layer (mean over pairs):")
         lines.append("")
         lines += _table(
             ["layer", *map(str, wide.columns)],

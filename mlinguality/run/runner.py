@@ -83,10 +83,17 @@ def stage_keys(config: RunConfig, model_id: str | None = None) -> dict[str, str]
     if model_id is not None:
         model = {"fingerprint": model_id, "dtype": config.model.dtype}
     collection = {k: v for k, v in vars(config.collection).items() if k != "batch_tokens"}
-    collect = _digest("collect", model, vars(config.corpus), collection)
+    collect = _digest("collect", model, vars(config.corpus), collection, config.collection_langs)
     sel = config.selectivity
     score = _digest(
-        "score", collect, sel.metrics, sel.pairs, sel.n_permutations, sel.n_bootstrap, sel.seed
+        "score",
+        collect,
+        sel.metrics,
+        sel.pairs,
+        sel.control_pairs,
+        sel.n_permutations,
+        sel.n_bootstrap,
+        sel.seed,
     )
     select = _digest("select", collect, sel.select_metric, sel.top_rate)
     ablation = {k: v for k, v in vars(config.ablation).items() if k != "batch_tokens"}
@@ -213,7 +220,7 @@ class _Inputs:
             corpus_cfg = self.config.corpus
             corpus = load_corpus(
                 corpus_cfg.source,
-                corpus_cfg.langs,
+                self.config.collection_langs,  # corpus.langs and the same-language controls
                 books=corpus_cfg.books,
                 limit=corpus_cfg.limit,
                 seed=corpus_cfg.seed,

@@ -4,7 +4,10 @@ Each panel shows one metric: one line per language pair with its bootstrap band,
 permutation-null mean as a dashed line of the same colour (the chance level of that layer), the
 analytic chance level where there is one (top-k overlap), the edge quarters that the U-shape
 statistic compares with the middle half shaded, and each line labelled at its right end with
-the pair, its U and p-value, so no legend is needed. Filled markers: layer p < ``alpha``.
+the pair, its U and p-value, so no legend is needed. Filled markers: layer q < ``alpha``
+(Benjamini-Hochberg; p where there are no q-values). Same-language control pairs (two
+translations of one language) are drawn in black, dash-dotted: the floor the other lines must
+rise above.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ METRIC_LABELS = {
     "topk": "1 - IoU of top-k neurons",
     "rank_corr": "1 - Spearman rho of neuron ranks",
     "lape": "share of neurons selected by LAPE",
-    "flatness": "activation flatness (normalised entropy)",
+    "concentration": "1 - activation flatness (normalised entropy)",
+    "verse_distance": "mean |x_A - x_B| / sd per verse (p: above the same-language floor)",
 }
 
 
@@ -65,16 +69,20 @@ def draw_layer_profile(
     labels: list[str] = []
     ends: list[tuple[float, str, Any]] = []
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    is_control = rows["control"] if "control" in rows else pd.Series(False, index=rows.index)
+    controls = set(rows.pair[is_control.astype(bool)])
     for i, (pair, group) in enumerate(rows.groupby("pair", sort=False)):
         group = group.sort_values("layer")
-        colour = colours[i % len(colours)]
+        control = pair in controls
+        colour = "black" if control else colours[i % len(colours)]
         layers = group.layer.to_numpy()
-        ax.plot(layers, group.value, color=colour, lw=1.6, zorder=3)
+        ax.plot(layers, group.value, color=colour, lw=1.6, zorder=3, ls="-." if control else "-")
         if group.ci_low.notna().any():
             ax.fill_between(layers, group.ci_low, group.ci_high, color=colour, alpha=0.18, lw=0)
         if group.null_mean.notna().any():
             ax.plot(layers, group.null_mean, color=colour, lw=0.9, ls="--", alpha=0.8)
-        significant = (group.p_value < alpha).to_numpy()
+        tests = group.q_value if "q_value" in group and group.q_value.notna().any() else None
+        significant = ((group.p_value if tests is None else tests) < alpha).to_numpy()
         ax.scatter(layers[significant], group.value[significant], color=colour, s=14, zorder=4)
         ax.scatter(
             layers[~significant],
@@ -85,6 +93,7 @@ def draw_layer_profile(
             zorder=4,
         )
         label = _u_label(profile.u_shape, metric, str(pair))
+        label = f"{label} (same-language floor)" if control else label
         ends.append((float(group.value.iloc[-1]), label, colour))
         labels.append(label)
     chance = rows.chance.dropna()
@@ -168,8 +177,8 @@ def plot_profile_grid(
 
 def _caption(fig: plt.Figure, title: str | None, alpha: float) -> None:
     note = (
-        f"band: 95% bootstrap CI; dashed: permutation-null mean; filled marker: p < {alpha}; "
-        "grey columns: edge quarters of the U statistic"
+        f"band: 95% bootstrap CI; dashed: permutation-null mean; filled marker: q < {alpha} "
+        "(BH); black dash-dot: same-language control; grey columns: edge quarters of U"
     )
     fig.suptitle(f"{title}\n{note}" if title else note, fontsize=8)
     fig.tight_layout(rect=(0, 0, 0.93, 1))

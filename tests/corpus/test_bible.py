@@ -92,3 +92,20 @@ def test_load_corpus_bible_with_a_chosen_translation():
         "ELB"
     )
     assert corpus.texts("en")[24].startswith("to God our Savior, who alone is wise")
+
+
+def test_two_translations_of_one_language_load_side_by_side():
+    corpus = load_corpus("bible", ["en", "en:WEB", "fr", "fr:OST"], books="Jude")
+    assert corpus.langs == ["en", "en:WEB", "fr", "fr:OST"]
+    assert corpus.translations["en"].startswith("KJV")
+    assert corpus.translations["en:WEB"].startswith("WEB")
+    assert corpus.translations["fr:OST"].startswith("OST")
+    web = load_corpus("bible", ["en", "fr"], books="Jude", translations={"en": "WEB"})
+    kjv = load_corpus("bible", ["en", "fr"], books="Jude")
+    assert corpus.ids == kjv.ids == web.ids
+    assert corpus.texts("en:WEB") == web.texts("en")
+    assert corpus.texts("en") == kjv.texts("en") != corpus.texts("en:WEB")
+    with pytest.raises(MlingualityError, match="'r' for 'en:r' is ru, not en"):
+        load_corpus("bible", ["en", "en:r"], books="Jude")
+    with pytest.raises(MlingualityError, match="not an ISO 639-1 code"):
+        load_corpus("bible", ["en", "en:"], books="Jude")

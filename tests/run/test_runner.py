@@ -59,12 +59,28 @@ _TEXTS = {
     ],
 }
 LANGS = list(_TEXTS)
+# A second English wording of each verse: the same-language control (en/en:alt)
+_ALT = [
+    "When all began, God made the heavens and the earth.",
+    "Then God said, Let light be: and light came to be.",
+    "Happy are those who make peace.",
+    "The Lord is my shepherd; I lack nothing at all.",
+    "Love the one next to you as you love yourself.",
+    "Ask, and it will be given to you.",
+    "Do not let your heart be troubled.",
+    "The truth will set you free.",
+    "Jesus cried.",
+    "Always be glad.",
+    "Never stop praying.",
+    "God is love.",
+]
 
 
 def _write_corpus(path: Path) -> Path:
     with path.open("w", encoding="utf-8") as handle:
         for i in range(len(_TEXTS["en"])):
             record = {"id": f"v{i}", **{lang: _TEXTS[lang][i] for lang in LANGS}}
+            record["en:alt"] = _ALT[i]
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     return path
 
@@ -79,9 +95,10 @@ def _config(root: Path, **sections) -> RunConfig:
         "corpus": {"source": str(root / "corpus.jsonl"), "langs": LANGS, "limit": None},
         "collection": {"batch_tokens": 256},
         "selectivity": {
-            "metrics": ["topk", "cohens_d", "lape"],
+            "metrics": ["topk", "cohens_d", "verse_distance", "lape"],
             "top_rate": 0.05,
             "n_permutations": 10,
+            "control_pairs": ["en/en:alt"],
         },
         "ablation": {"mode": "zero", "n_random": 1},
         "tracking": {"wandb": "offline", "tags": ["unit"]},
@@ -122,7 +139,7 @@ def tiny4():
 def _splits(root: Path):
     from mlinguality.corpus import load_corpus
 
-    return load_corpus(str(root / "corpus.jsonl"), LANGS).split(0.5)
+    return load_corpus(str(root / "corpus.jsonl"), [*LANGS, "en:alt"]).split(0.5)
 
 
 def test_run_folder_holds_every_result(first_run):
@@ -187,7 +204,8 @@ def test_ablation_numbers_match_a_naive_loop(first_run, tiny4):
     root, _, run_dir = first_run
     _, held_out = _splits(root)
     record = json.loads((run_dir / "ablation.json").read_text())
-    assert record["rows"] == [*LANGS, "random"] and record["langs"] == LANGS  # config order
+    assert record["rows"] == [*LANGS, "random", "random_activity"]  # config order
+    assert record["langs"] == LANGS and record["positions"] == "skip_first"
     model = tiny4
     for lang in LANGS:
         expected = _naive_bits_per_byte(model, held_out.texts(lang))
@@ -201,7 +219,7 @@ def test_ablation_numbers_match_a_naive_loop(first_run, tiny4):
 
     def zero(layer):
         def hook(act, hook):
-            act[..., masks[row][layer]] = 0.0
+            act[:, 1:, masks[row][layer]] = 0.0  # skip_first: every position but the BOS
             return act
 
         return hook
@@ -234,13 +252,22 @@ def test_selection_and_summary_agree_with_the_files(first_run):
         assert per_layer == masks[lang].sum(dim=1).tolist()
         assert summary["selectivity"]["n_selected"][lang] == int(masks[lang].sum())
     u_shape = pd.read_csv(run_dir / "u_shape.csv")
-    topk = u_shape[u_shape["metric"] == "topk"]
+    topk = u_shape[(u_shape["metric"] == "topk") & ~u_shape["control"]]
     assert len(topk) == 2  # en-fr, en-ru: English against each other language
     assert summary["selectivity"]["u_shape"] == pytest.approx(topk["u"].mean())
+    assert summary["selectivity"]["u_over_floor"] == pytest.approx(topk["u_over_floor"].mean())
     record = json.loads((run_dir / "ablation.json").read_text())
     assert summary["ablation"]["diagonal_dominance"] == record["dominance"]["ratio"]
     profile = pd.read_csv(run_dir / "layer_profile.csv")
     assert sorted(profile["layer"].unique()) == [0, 1, 2, 3]
+    # the same-language control: scored, marked, and the floor of every en-X row
+    control = profile[(profile["metric"] == "cohens_d") & (profile["pair"] == "en-en:alt")]
+    ru = profile[(profile["metric"] == "cohens_d") & (profile["pair"] == "en-ru")]
+    assert control["control"].all() and not ru["control"].any()
+    assert ru["floor"].tolist() == pytest.approx(control["value"].tolist())
+    assert "en:alt" not in saved, "a control language is never selected from"
+    report = (run_dir / "report.md").read_text()
+    assert "same-language floor" in report and "activity-matched random control" in report
 
 
 def test_offline_wandb_run_mirrors_the_run(first_run):

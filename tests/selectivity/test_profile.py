@@ -141,7 +141,7 @@ def test_profile_recovers_planted_edge_signal():
     assert u.loc[("cohens_d", "en-fr"), "p_value"] > 0.01  # en and fr differ only by noise
     topk = rows[(rows.metric == "topk")]
     assert np.allclose(topk.chance, 1 - chance_iou(16, d_mlp))
-    assert set(rows[rows.metric == "flatness"].pair) == {"en", "fr", "ru"}
+    assert set(rows[rows.metric == "concentration"].pair) == {"en", "fr", "ru"}
     assert rows[rows.metric == "lape"].value.between(0, 1).all()
 
 

@@ -1,0 +1,139 @@
+"""Tests for mlinguality.selectivity.controls and the same-language floor in the profile."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mlinguality.selectivity.controls import (
+    benjamini_hochberg,
+    floor_test,
+    neuron_scale,
+    verse_distance,
+)
+from mlinguality.selectivity.profile import selectivity_profile, u_shape_statistic
+from mlinguality.selectivity.selection import select_lape
+from tests.synthetic import make_langs, random_pair
+from tests.utils import assert_close
+
+
+def _naive_bh(p: list[float]) -> list[float]:
+    """q_i = min over p_j >= p_i of p_j * m / rank_j (the definition, by loops)."""
+    m = len(p)
+    ranks = {
+        i: 1 + sum(p[j] < p[i] or (p[j] == p[i] and j < i) for j in range(m)) for i in range(m)
+    }
+    return [
+        min(1.0, min(p[j] * m / ranks[j] for j in range(m) if ranks[j] >= ranks[i]))
+        for i in range(m)
+    ]
+
+
+def test_benjamini_hochberg_matches_the_definition():
+    generator = torch.Generator().manual_seed(0)
+    p = torch.rand(40, generator=generator) ** 3
+    p[5] = p[9]  # a tie
+    expected = torch.tensor(_naive_bh(p.tolist()), dtype=torch.float64)
+    assert_close(benjamini_hochberg(p), expected, "exact")
+    # hand-computed: sorted 0.01, 0.03, 0.04 -> 0.03, 0.04, 0.04 (monotone), NaN left out of m
+    q = benjamini_hochberg(torch.tensor([0.04, 0.01, float("nan"), 0.03], dtype=torch.float64))
+    assert q[[0, 1, 3]].tolist() == pytest.approx([0.04, 0.03, 0.04], rel=1e-12)
+    assert math.isnan(q[2])
+    assert torch.isnan(benjamini_hochberg(torch.tensor([float("nan")]))).all()
+
+
+def test_verse_distance_is_the_scaled_mean_absolute_difference():
+    pair = random_pair(n_examples=5, n_layers=2, d_mlp=3, seed=1)
+    scale = neuron_scale(pair.mean_a)
+    got = verse_distance(pair, scale)
+    for e in range(5):
+        for layer in range(2):
+            expected = sum(
+                abs(float(pair.mean_a[e, layer, n] - pair.mean_b[e, layer, n]))
+                / float(pair.mean_a[:, layer, n].double().std())
+                for n in range(3)
+            )
+            assert math.isclose(float(got[e, layer]), expected / 3, rel_tol=1e-6)
+
+
+def test_floor_test_finds_the_layers_where_the_pair_exceeds_the_control():
+    generator = torch.Generator().manual_seed(2)
+    control = torch.rand(60, 6, generator=generator)
+    distance = torch.rand(60, 6, generator=generator)
+    distance[:, [0, 5]] += 0.3  # the edge layers differ more than the control
+    excess, p = floor_test(distance, control, n_permutations=999, seed=0)
+    assert_close(excess, (distance - control).double().mean(0), "exact")
+    assert p[0] < 0.01 and p[5] < 0.01
+    assert (p[1:5] > 0.01).all()
+    _, none = floor_test(distance, control, n_permutations=0)
+    assert torch.isnan(none).all()
+
+
+def test_floor_test_null_rejects_at_about_the_nominal_rate():
+    rejections = 0
+    for seed in range(200):
+        generator = torch.Generator().manual_seed(1000 + seed)
+        a, b = torch.rand(20, 1, generator=generator), torch.rand(20, 1, generator=generator)
+        _, p = floor_test(a, b, n_permutations=199, seed=seed)
+        rejections += int(p[0] <= 0.05)
+    assert rejections <= 20, rejections  # 10 expected; binomial 99.9% bound ~21
+
+
+def test_profile_reports_the_same_language_floor():
+    n_layers, d_mlp = 8, 64
+    shift = torch.zeros(n_layers, d_mlp)
+    shift[[0, n_layers - 1], :16] = 2.0
+    shift[[0, n_layers - 1], 16:32] = -2.0
+    stats = make_langs(
+        ["en", "ru", "en:WEB"],
+        n_examples=30,
+        n_tokens=3,
+        n_layers=n_layers,
+        d_mlp=d_mlp,
+        shift={"ru": shift},
+        seed=13,
+    )
+    profile = selectivity_profile(
+        stats,
+        metrics=["cohens_d", "topk", "verse_distance", "lape", "concentration"],
+        n_permutations=199,
+        n_bootstrap=40,
+        k=16,
+        control_pairs=[("en", "en:WEB")],
+    )
+    rows = profile.layers
+    # the control is scored like a pair, marked, and left out of the default pairs and LAPE
+    assert set(rows[rows.metric == "cohens_d"].pair) == {"en-ru", "en-en:WEB"}
+    assert set(rows[rows.metric == "concentration"].pair) == {"en", "ru"}
+    lape_share = rows[rows.metric == "lape"].sort_values("layer").value.to_numpy()
+    masks = select_lape({lang: stats[lang] for lang in ("en", "ru")})
+    expected = torch.stack(list(masks.values())).any(0).double().mean(1).numpy()
+    assert np.allclose(lape_share, expected)
+    for metric in ("cohens_d", "topk"):
+        pair = rows[(rows.metric == metric) & (rows.pair == "en-ru")].set_index("layer")
+        control = rows[(rows.metric == metric) & (rows.pair == "en-en:WEB")].set_index("layer")
+        assert not pair.control.any() and control.control.all()
+        assert np.allclose(pair.floor, control.value)
+        assert np.allclose(pair.excess, pair.value - control.value)
+        assert (pair.excess_ci_low <= pair.excess).all() and (
+            pair.excess <= pair.excess_ci_high
+        ).all()
+        assert pair.loc[0, "excess_ci_low"] > 0 and pair.loc[n_layers - 1, "excess_ci_low"] > 0
+        assert control.q_value.isna().all() and pair.q_value.notna().all()
+        assert (pair.q_value >= pair.p_value - 1e-12).all()
+    u = profile.u_shape.set_index(["metric", "pair"])
+    excess = rows[(rows.metric == "cohens_d") & (rows.pair == "en-ru")].sort_values("layer").excess
+    assert math.isclose(
+        u.loc[("cohens_d", "en-ru"), "u_over_floor"],
+        u_shape_statistic(torch.tensor(excess.to_numpy())),
+        rel_tol=1e-9,
+    )
+    assert u.loc[("cohens_d", "en-ru"), "u_over_floor"] > 1
+    assert math.isnan(u.loc[("cohens_d", "en-en:WEB"), "u_over_floor"])
+    verse = rows[(rows.metric == "verse_distance") & (rows.pair == "en-ru")].set_index("layer")
+    assert verse.loc[0, "p_value"] < 0.01 and verse.loc[n_layers - 1, "p_value"] < 0.01
+    assert (verse.p_value.iloc[1:-1] > 0.01).sum() >= 5
+    assert np.allclose(verse.excess, verse.value - verse.floor)
