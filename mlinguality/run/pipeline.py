@@ -95,13 +95,16 @@ def score(config: RunConfig, run_dir: Path) -> None:
 
 def select(config: RunConfig, run_dir: Path) -> None:
     """Language-specific neurons -> ``selectivity.csv`` (per language and layer), the masks,
-    and the tidy ``selected_neurons.csv``/``.json`` (one row per lang, layer, neuron, score)."""
+    and the tidy ``selected_neurons.csv``/``.json`` (one row per lang, layer, neuron, score),
+    and which languages share neurons -> ``language_overlap.csv``."""
     from safetensors.torch import save_file
 
     from mlinguality.selectivity.neurons import neuron_table
+    from mlinguality.selectivity.overlap import language_overlap
     from mlinguality.selectivity.selection import select_language_neurons
 
     stats = _load(config, run_dir)
+    language_overlap(stats).to_csv(run_dir / "language_overlap.csv", index=False)
     metric = config.selectivity.select_metric
     masks = select_language_neurons(stats, metric=metric, top_rate=config.selectivity.top_rate)
     write_neurons(neuron_table(masks, stats, metric), run_dir, metric, config.selectivity.top_rate)

@@ -181,6 +181,12 @@ def write_report(
         )
     if config.plots and chosen is not None and len(chosen):
         plot_selected(chosen, run_dir / "plots" / "selected_neurons.png")
+    overlap = _read(run_dir, "language_overlap.csv")
+    many = overlap is not None and overlap["lang_a"].nunique() >= 3
+    if config.plots and many:
+        from mlinguality.selectivity.overlap import plot_language_overlap
+
+        plot_language_overlap(overlap, run_dir / "plots" / "language_overlap.png")
 
     sel, perf = summary["selectivity"], summary["perf"]
     lines = [
@@ -308,6 +314,26 @@ def write_report(
             ["layer", *map(str, wide.columns)],
             [[layer, *map(int, row)] for layer, row in zip(wide.index, wide.values, strict=True)],
         )
+    if many:
+        from mlinguality.selectivity.overlap import FAMILIES, cluster_languages, mean_within
+
+        lines += ["", "## Which languages share neurons", ""]
+        if config.plots:
+            lines += ["![language overlap](plots/language_overlap.png)", ""]
+        lines.append(
+            "Correlation of the languages' firing excess (firing rate minus the mean over "
+            "languages) per layer band; languages clustered by average linkage on 1 - "
+            "correlation. Within/between: mean correlation of languages of one family / of "
+            "different families."
+        )
+        lines.append("")
+        rows = []
+        for band in dict.fromkeys(overlap["band"]):
+            _, tree = cluster_languages(overlap, band)
+            within = mean_within(overlap, band, FAMILIES)
+            families = ", ".join(f"{k} {v:.2f}" for k, v in within.items())
+            rows.append([band, tree, families])
+        lines += _table(["band", "clustering", "within / between families"], rows)
     if ablation is not None:
         lines += ["", "## Ablation: change in bits per byte", ""]
         lines += ["![ablation heatmap](ablation.png)", ""]

@@ -57,6 +57,7 @@ _OUTPUTS = {
         "selected_neurons.safetensors",
         "selected_neurons.csv",
         "selected_neurons.json",
+        "language_overlap.csv",
     ],
     "ablate": ["ablation.csv", "ablation.json", "ablation.png"],
     "steer": ["steering"],

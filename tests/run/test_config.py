@@ -251,3 +251,22 @@ def test_every_leaf_key_parses_its_own_agent_formatting():
         section, _, name = key.rpartition(".")
         argv.append(f"--{key}={(data[section] if section else data)[name]}")
     assert RunConfig().with_overrides(agent_overrides(argv)) == custom
+
+
+def test_many_languages_config_covers_every_bible_language():
+    from mlinguality.corpus.bible import DEFAULT_TRANSLATIONS
+
+    config = RunConfig.load(REPO / "experiments" / "configs" / "many_languages.yaml")
+    assert len(config.corpus.langs) >= 12
+    assert set(config.corpus.langs) == set(DEFAULT_TRANSLATIONS)
+    assert not config.ablation.enabled and config.collection.positions == "all"
+    assert config.collection_langs == [*config.corpus.langs, "en:WEB"]
+
+
+def test_control_pairs_must_start_in_the_corpus_languages():
+    with pytest.raises(MlingualityError, match="control_pairs: 'es/es:9' starts with 'es'"):
+        RunConfig().with_overrides(["selectivity.control_pairs=[es/es:9]"])
+    with pytest.raises(MlingualityError, match="not of the form 'en/en:WEB'"):
+        RunConfig().with_overrides(["selectivity.control_pairs=[en-en:WEB]"])
+    config = RunConfig().with_overrides(["selectivity.control_pairs=null"])
+    assert config.collection_langs == config.corpus.langs
