@@ -6,8 +6,8 @@
 
 Steps (all library calls): load the corpus and split it by id hash into ``select`` and ``eval``;
 collect per-language statistics on ``select`` (positions ``all``); for every selection metric x
-rate x ablation mode, run the ablation matrix on ``eval`` (baseline shared), with matched random
-controls. Writes ``matrix.csv`` (every cell), ``summary.md`` (one line per configuration),
+rate x ablation mode x positions, run the ablation matrix on ``eval`` (baseline shared), with
+count- and activity-matched random controls. Writes ``matrix.csv`` (every cell), ``summary.md`` (one line per configuration),
 ``summary.json`` and ``heatmaps.png`` into ``--out``.
 """
 
@@ -57,6 +57,7 @@ def main() -> None:
         help="'0.002,0.01' for every metric, or per metric 'lape=0.01,0.05;cohens_d=0.002,0.01'",
     )
     parser.add_argument("--modes", default="zero,mean")
+    parser.add_argument("--positions", default="skip_first", help="skip_first, all, or both")
     parser.add_argument("--seeds", type=int, default=2, help="matched random controls")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="runs/ablation")
@@ -87,6 +88,7 @@ def main() -> None:
         rates=_parse_rates(args.rates),
         modes=args.modes.split(","),
         n_seeds=args.seeds,
+        positions=args.positions.split(","),
     )
     done = time.perf_counter()
 
@@ -106,6 +108,7 @@ def main() -> None:
             {
                 **m.meta,
                 "mode": m.mode,
+                "positions": m.positions,
                 "n_neurons": m.n_neurons,
                 **m.dominance().to_dict(),
                 "per_lang": m.dominance().per_lang,

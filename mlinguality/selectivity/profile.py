@@ -36,6 +36,7 @@ from mlinguality.selectivity.controls import (
     neuron_scale,
     verse_distance,
 )
+from mlinguality.selectivity.lape_null import lape_share_draws
 from mlinguality.selectivity.scores import aligned_pair, check_stats, example_flatness
 from mlinguality.selectivity.selection import select_lape
 from mlinguality.selectivity.significance import (
@@ -318,11 +319,19 @@ def selectivity_profile(
     if "verse_distance" in metrics:
         rows += _verse_distance_rows(stats, pairs, controls, n_permutations, seed)
     if "lape" in metrics:
-        masks = select_lape({lang: stats[lang] for lang in main_langs})
+        main = {lang: stats[lang] for lang in main_langs}
+        masks = select_lape(main)
         owned = torch.stack(list(masks.values())).any(0).double()
         share = einops.reduce(owned, "layer d_mlp -> layer", "mean")
-        rows += _rows("lape", "all", ScoreDraws(observed=share), level, math.nan)
-        u_rows.append(_u_row("lape", "all", ScoreDraws(observed=share), level))
+        permuted = None
+        if n_permutations and all(
+            s.example_n_tokens is not None and s.example_frac_positive is not None
+            for s in main.values()
+        ):
+            _, permuted = lape_share_draws(main, n_permutations, seed=seed)
+        lape_draws = ScoreDraws(observed=share, permuted=permuted)
+        rows += _rows("lape", "all", lape_draws, level, math.nan)
+        u_rows.append(_u_row("lape", "all", lape_draws, level))
     if "concentration" in metrics:
         generator = torch.Generator().manual_seed(seed)
         for lang in main_langs:

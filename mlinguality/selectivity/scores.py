@@ -3,11 +3,12 @@
 Input is ``{lang: ActivationStats}`` from :func:`mlinguality.activations.collect.collect`. Which
 activation each score uses:
 
-- ``hook_post`` (``act(gate) * up`` in gated MLPs): mean difference, Cohen's d, the
-  activation-probability difference (``prob_diff``, ``hook_post > 0``), AUROC / average precision
-  and flatness (per-example means), top-k overlap and rank correlation (token-level means);
-- the gate (``hook_pre > 0``, i.e. ``act(gate) > 0`` for GELU/SiLU gates): LAPE, as Tang et al.
-  (2024) counted it; models without a gate fall back to ``hook_post > 0``.
+- ``hook_post`` (``act(gate) * up`` in gated MLPs): mean difference, Cohen's d, AUROC / average
+  precision and flatness (per-example means), top-k overlap and rank correlation (token-level
+  means);
+- firing, the gate (``hook_pre > 0``, i.e. ``act(gate) > 0`` for GELU/SiLU gates): LAPE, as Tang
+  et al. (2024) counted it, and the firing-rate difference ``prob_diff``; models without a gate
+  fall back to ``hook_post > 0``.
 
 Scores are per neuron (``[layer, d_mlp]``) for a pair of languages, or per layer (``[layer]``)
 for the overlap-style metrics. :mod:`mlinguality.selectivity.selection` picks language neurons from them;
@@ -17,6 +18,7 @@ bootstrap intervals and the U-shape statistic (draws from :mod:`mlinguality.sele
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
@@ -30,8 +32,11 @@ from mlinguality.errors import MlingualityError
 from mlinguality.selectivity.ranks import midranks, tie_groups
 from mlinguality.selectivity.significance import PairTensors, default_k, topk_iou
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "activation_flatness",
+    "example_firing",
     "aligned_pair",
     "auroc",
     "average_precision",
@@ -108,11 +113,26 @@ def aligned_pair(a: ActivationStats, b: ActivationStats) -> PairTensors:
         lang_b=b.lang,
         mean_a=a.example_mean.float(),
         mean_b=b.example_mean[order].float(),
-        frac_a=a.example_frac_positive.float(),
-        frac_b=b.example_frac_positive[order].float(),
+        frac_a=example_firing(a).float(),
+        frac_b=example_firing(b)[order].float(),
         n_tokens_a=a.example_n_tokens.float(),
         n_tokens_b=b.example_n_tokens[order].float(),
     )
+
+
+def example_firing(stats: ActivationStats) -> Float[Tensor, "example layer d_mlp"]:
+    """Per-example firing share: of the gate (``hook_pre > 0``) on gated MLPs when collected
+    (``example_frac_gate_positive``), else of ``hook_post > 0`` (plain MLPs)."""
+    gate = getattr(stats, "example_frac_gate_positive", None)
+    if gate is not None:
+        return gate
+    if stats.n_gate_positive is not None:
+        logger.warning(
+            "stats for %s: a gated MLP without per-example gate shares; per-example firing "
+            "falls back to hook_post > 0 (recollect for the gate)",
+            stats.lang,
+        )
+    return stats.example_frac_positive
 
 
 # --- per-neuron scores -------------------------------------------------------------------------
@@ -147,9 +167,14 @@ def cohens_d_from_moments(
 
 
 def prob_diff(
-    a: ActivationStats, b: ActivationStats, gate: bool = False
+    a: ActivationStats, b: ActivationStats, gate: bool = True
 ) -> Float[Tensor, "layer d_mlp"]:
-    """``P_A(act > 0) - P_B(act > 0)``; ``gate=True`` counts the gate pre-activation instead."""
+    """Difference of firing rates, ``P_A(fires) - P_B(fires)``.
+
+    Firing is the gate (``hook_pre > 0``) on gated MLPs: with the gate off, ``act(gate)`` is
+    slightly negative and the sign of ``hook_post = act(gate) * up`` just follows ``up``. Plain
+    MLPs (and ``gate=False``) count ``hook_post > 0``.
+    """
     if gate:
         return a.p_gate_positive - b.p_gate_positive
     return a.p_positive - b.p_positive

@@ -19,6 +19,7 @@ from mlinguality.selectivity.scores import auroc, check_stats, cohens_d_from_mom
 
 __all__ = [
     "SELECTION_METRICS",
+    "lape_select_probs",
     "one_vs_rest_scores",
     "select_language_neurons",
     "select_lape",
@@ -55,8 +56,9 @@ def one_vs_rest_scores(
         if metric == "auroc":
             out[lang] = auroc(own, rest)
             continue
-        if metric == "prob_diff":
-            out[lang] = own.p_positive - torch.stack([s.p_positive for s in rest]).mean(0)
+        if metric == "prob_diff":  # firing: the gate on gated MLPs (hook_post > 0 on plain ones)
+            rest_rate = torch.stack([s.p_gate_positive for s in rest]).mean(0)
+            out[lang] = own.p_gate_positive - rest_rate
             continue
         means = torch.stack([s.mean for s in rest])
         rest_mean = means.mean(0)
@@ -109,7 +111,26 @@ def select_lape(
     Unlike their code, a dropped neuron is never kept to fill the quota; the two agree whenever
     enough neurons pass the filter or the two bars are equal (the default).
     """
-    entropy, probs = lape(stats)
+    _, probs = lape(stats)
+    chosen, owned = lape_select_probs(
+        probs, top_rate, k, threshold, activation_bar_quantile, filter_quantile
+    )
+    return {lang: owned[i] for i, lang in enumerate(stats)}
+
+
+def lape_select_probs(
+    probs: Float[Tensor, "lang layer d_mlp"],
+    top_rate: float = 0.01,
+    k: int | None = None,
+    threshold: float | None = None,
+    activation_bar_quantile: float = 0.95,
+    filter_quantile: float = 0.95,
+) -> tuple[Bool[Tensor, "layer d_mlp"], Bool[Tensor, "lang layer d_mlp"]]:
+    """:func:`select_lape` on firing probabilities: ``(chosen, owned)``, the kept neurons and,
+    per language, those it owns (what a permutation null recomputes on relabelled data)."""
+    total = probs.sum(0)
+    normed = torch.where(total > 0, probs / total.clamp_min(1e-300), 0.0)
+    entropy = -torch.where(normed > 0, normed * normed.clamp_min(1e-300).log(), 0.0).sum(0)
     filter_bar = _kth_smallest(probs, filter_quantile)
     eligible = (probs > filter_bar).any(0)
     if threshold is not None:
@@ -118,7 +139,7 @@ def select_lape(
         count = k if k is not None else round(top_rate * entropy.numel())
         chosen = _lowest(entropy, eligible, count)
     activation_bar = _kth_smallest(probs, activation_bar_quantile)
-    return {lang: chosen & (probs[i] > activation_bar) for i, lang in enumerate(stats)}
+    return chosen, chosen & (probs > activation_bar)
 
 
 def select_language_neurons(

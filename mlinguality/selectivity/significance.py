@@ -18,8 +18,8 @@ Layer scores (larger = more language-specific, one value per layer):
 - ``mean_diff``: mean over neurons of ``|mean_A - mean_B|`` of per-example mean activations;
 - ``cohens_d``: mean over neurons of ``|d|``, with ``d`` the standardised difference of
   per-example means (pooled within-language sd over examples);
-- ``prob_diff``: mean over neurons of ``|p_A - p_B|``, ``p`` the token-weighted share of
-  positions with ``hook_post > 0`` (the per-example data hold ``hook_post``, not the gate);
+- ``prob_diff``: mean over neurons of ``|p_A - p_B|``, ``p`` the token-weighted firing share
+  (the gate ``hook_pre > 0`` on gated MLPs, ``hook_post > 0`` on plain ones: ``frac_*``);
 - ``auroc``: mean over neurons of ``|2 AUROC - 1|``, AUROC of the per-example means of A
   against those of B (ties count one half);
 - ``topk``: ``1 - IoU`` of the top-k neurons by token-weighted mean activation;
@@ -69,7 +69,7 @@ class PairTensors:
         lang_b: Language B.
         mean_a: Per-example mean activation in A.
         mean_b: Per-example mean activation in B.
-        frac_a: Per-example share of positions with activation > 0 in A.
+        frac_a: Per-example firing share in A (gate > 0 on gated MLPs, hook_post > 0 else).
         frac_b: Same for B.
         n_tokens_a: Counted positions per example in A.
         n_tokens_b: Same for B.
