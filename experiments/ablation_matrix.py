@@ -24,12 +24,8 @@ import torch
 
 from mlinguality import TinyModelConfig, load_model
 from mlinguality.ablation.evaluation import encode_languages
-from mlinguality.ablation.matrix import (
-    compare_selections,
-    comparison_table,
-    plot_matrices,
-    write_csv,
-)
+from mlinguality.ablation.matrix import compare_selections
+from mlinguality.ablation.outputs import comparison_table, plot_matrices, write_csv
 from mlinguality.activations.collect import collect
 from mlinguality.activations.stats import save_stats
 from mlinguality.corpus import load_corpus

@@ -147,12 +147,8 @@ def ablate(config: RunConfig, inputs, run_dir: Path) -> None:
 
     from mlinguality.ablation.evaluation import encode_languages, evaluate_languages
     from mlinguality.ablation.hooks import firing_rate, mean_activation
-    from mlinguality.ablation.matrix import (
-        AblationMatrix,
-        ablation_matrix,
-        plot_matrices,
-        write_csv,
-    )
+    from mlinguality.ablation.matrix import AblationMatrix, ablation_matrix
+    from mlinguality.ablation.outputs import plot_matrices, write_csv
 
     ab = config.ablation
     _, _, held_out = inputs.splits

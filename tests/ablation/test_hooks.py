@@ -21,12 +21,8 @@ from mlinguality.ablation.hooks import (
     mean_activation,
     random_matched_mask,
 )
-from mlinguality.ablation.matrix import (
-    ablation_matrix,
-    comparison_table,
-    plot_matrices,
-    write_csv,
-)
+from mlinguality.ablation.matrix import ablation_matrix
+from mlinguality.ablation.outputs import comparison_table, plot_matrices, write_csv
 from mlinguality.activations.stats import ActivationStats
 from mlinguality.errors import MlingualityError
 from tests.utils import assert_close
