@@ -166,7 +166,7 @@ class SelectivityConfig(_Section):
     select_metric: str = "lape"
     top_rate: float = 0.01  # Tang et al. 2024 keep the lowest 1% by LAPE
     n_permutations: int = 200  # smallest attainable p-value 1/201
-    n_bootstrap: int = 0
+    n_bootstrap: int = 50  # intervals of the excess over the floor and of U
     seed: int = 0
 
     def validate(self) -> None:
