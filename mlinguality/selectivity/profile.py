@@ -324,8 +324,10 @@ def selectivity_profile(
         owned = torch.stack(list(masks.values())).any(0).double()
         share = einops.reduce(owned, "layer d_mlp -> layer", "mean")
         permuted = None
-        if n_permutations and all(
-            s.example_n_tokens is not None and s.example_frac_positive is not None
+        if n_permutations and all(  # per-example firing: the gate's shares on gated MLPs
+            s.example_n_tokens is not None
+            and s.example_frac_positive is not None
+            and (s.n_gate_positive is None or s.example_frac_gate_positive is not None)
             for s in main.values()
         ):
             _, permuted = lape_share_draws(main, n_permutations, seed=seed)
