@@ -36,7 +36,7 @@ def benjamini_hochberg(p_values: Float[Tensor, " n"]) -> Float[Tensor, " n"]:
 
     ``q_(i) = min_{j >= i} p_(j) * m / j`` over the sorted p-values, capped at 1.
 
-    >>> benjamini_hochberg(torch.tensor([0.01, 0.04, 0.03, float("nan")])).tolist()
+    >>> benjamini_hochberg(torch.tensor([0.01, 0.04, 0.03, float("nan")], dtype=torch.float64)).tolist()
     [0.03, 0.04, 0.04, nan]
     """
     p = p_values.double()
