@@ -46,6 +46,7 @@ PROVENANCE = (
     "hook",
     "gate_hook",
     "per_example",
+    "corpus",  # fingerprint of the whole corpus, set on shards (activations/distributed.py)
 )
 
 

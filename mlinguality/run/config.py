@@ -124,6 +124,8 @@ class CollectionConfig(_Section):
         include_bos: Count the BOS position too (off: it is the same token in every language).
         per_example: Keep per-sentence means (needed by permutation tests, bootstrap, AUROC).
         batch_tokens: Padded tokens per forward batch (memory/speed knob, not a result).
+        stats: A folder of statistics merged by ``mlinguality merge`` to start from instead of
+            collecting (checked against this config: model, positions, BOS, corpus).
     """
 
     _key = "collection"
@@ -131,6 +133,7 @@ class CollectionConfig(_Section):
     include_bos: bool = False
     per_example: bool = True
     batch_tokens: int = 4096
+    stats: str | None = None
 
     def validate(self) -> None:
         if self.batch_tokens < 1:

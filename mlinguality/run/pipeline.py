@@ -38,17 +38,24 @@ def collect(config: RunConfig, inputs, run_dir: Path, checkpoints: Path) -> None
 
     corpus, select, evaluate = inputs.splits
     coll = config.collection
-    stats = collect_stats(
-        inputs.model,
-        select,
-        config.corpus.langs,
-        positions=coll.positions,
-        include_bos=coll.include_bos,
-        per_example=coll.per_example,
-        batch_tokens=coll.batch_tokens,
-        checkpoint_dir=checkpoints,
-        progress=True,
-    )
+    if coll.stats is not None:  # merged shards (mlinguality collect --shard / merge)
+        from mlinguality.run.shards import load_merged
+
+        stats = load_merged(config, inputs, Path(coll.stats))
+    elif getattr(inputs, "team", None) is not None:  # torchrun: every rank collects a shard
+        stats = inputs.team.collect(inputs, config, checkpoints)
+    else:
+        stats = collect_stats(
+            inputs.model,
+            select,
+            config.corpus.langs,
+            positions=coll.positions,
+            include_bos=coll.include_bos,
+            per_example=coll.per_example,
+            batch_tokens=coll.batch_tokens,
+            checkpoint_dir=checkpoints,
+            progress=True,
+        )
     save_stats(stats, run_dir / "stats")
     shutil.rmtree(checkpoints, ignore_errors=True)
     info = {
@@ -134,63 +141,40 @@ def load_masks(run_dir: str | Path) -> dict[str, Bool[Tensor, "layer d_mlp"]]:
     return {lang: mask.bool() for lang, mask in load_file(str(path)).items()}
 
 
-def ablate(config: RunConfig, inputs, run_dir: Path) -> None:
-    """Ablation matrix on the held-out split -> ``ablation.csv``, ``ablation.json``, heatmap."""
-    from tqdm.auto import tqdm
-
-    from mlinguality.ablation.evaluation import encode_languages, evaluate_languages
-    from mlinguality.ablation.hooks import mean_activation
-    from mlinguality.ablation.matrix import (
-        AblationMatrix,
-        ablation_matrix,
-        plot_matrices,
-        write_csv,
-    )
+def encode_held_out(config: RunConfig, inputs):
+    """The held-out examples the ablation evaluates, and their tokenized batches per language."""
+    from mlinguality.ablation.evaluation import encode_languages
 
     ab = config.ablation
     _, _, held_out = inputs.splits
     if ab.eval_limit is not None:
         held_out = held_out.sample(ab.eval_limit, config.seed)
-    model = inputs.model
-    langs = list(config.corpus.langs)
     encoded = encode_languages(
-        model.tokenizer,
-        {lang: held_out.texts(lang) for lang in langs},
+        inputs.model.tokenizer,
+        {lang: held_out.texts(lang) for lang in config.corpus.langs},
         batch_tokens=ab.batch_tokens,
         device=config.model.device,
     )
+    return held_out, encoded
+
+
+def ablate(config: RunConfig, inputs, run_dir: Path) -> None:
+    """Ablation matrix on the held-out split -> ``ablation.csv``, ``ablation.json``, heatmap."""
+    from mlinguality.ablation.hooks import mean_activation
+    from mlinguality.ablation.matrix import plot_matrices, write_csv
+
+    ab = config.ablation
+    held_out, encoded = encode_held_out(config, inputs)
+    langs = list(config.corpus.langs)
     saved = load_masks(run_dir)
     masks = {lang: saved[lang] for lang in langs if lang in saved}  # rows in config order
     mean = mean_activation(_load(config, run_dir)) if ab.mode == "mean" else None
     meta = {"metric": config.selectivity.select_metric, "top_rate": config.selectivity.top_rate}
-    with torch.no_grad():
-        baseline = evaluate_languages(model, encoded)
-        parts = []
-        # one row (a language's neurons ablated, every language evaluated) per step of the bar
-        for lang in tqdm(masks, desc="ablation rows", unit="row"):
-            parts.append(
-                ablation_matrix(
-                    model,
-                    encoded,
-                    {lang: masks[lang]},
-                    ab.mode,
-                    mean=mean,
-                    n_seeds=ab.n_random,
-                    seed=config.seed,
-                    baseline=baseline,
-                    meta=meta,
-                )
-            )
-    matrix = AblationMatrix(
-        langs=langs,
-        rows=list(masks),
-        mode=ab.mode,
-        baseline=baseline,
-        ablated={row: cells for part in parts for row, cells in part.ablated.items()},
-        random={lang: losses for part in parts for lang, losses in part.random.items()},
-        n_neurons={row: n for part in parts for row, n in part.n_neurons.items()},
-        meta=meta,
-    )
+    if getattr(inputs, "team", None) is not None:  # torchrun: cells split across ranks
+        matrix = inputs.team.ablate(inputs, config, encoded, masks, mean, meta)
+    else:
+        matrix = _ablation_one_process(config, inputs.model, encoded, masks, mean, meta)
+    baseline = matrix.baseline
     write_csv([matrix], run_dir / "ablation.csv")
     plot_matrices([matrix], run_dir / "ablation.png", ncols=1)
     dominance = matrix.dominance()
@@ -210,6 +194,42 @@ def ablate(config: RunConfig, inputs, run_dir: Path) -> None:
         "per_lang": _finite(dominance.per_lang),
     }
     (run_dir / "ablation.json").write_text(json.dumps(record, indent=1))
+
+
+def _ablation_one_process(config: RunConfig, model, encoded, masks, mean, meta):
+    """The ablation matrix, one row (a language's neurons, every language) per bar step."""
+    from tqdm.auto import tqdm
+
+    from mlinguality.ablation.evaluation import evaluate_languages
+    from mlinguality.ablation.matrix import AblationMatrix, ablation_matrix
+
+    ab = config.ablation
+    with torch.no_grad():
+        baseline = evaluate_languages(model, encoded)
+        parts = [
+            ablation_matrix(
+                model,
+                encoded,
+                {lang: masks[lang]},
+                ab.mode,
+                mean=mean,
+                n_seeds=ab.n_random,
+                seed=config.seed,
+                baseline=baseline,
+                meta=meta,
+            )
+            for lang in tqdm(masks, desc="ablation rows", unit="row")
+        ]
+    return AblationMatrix(
+        langs=list(encoded),
+        rows=list(masks),
+        mode=ab.mode,
+        baseline=baseline,
+        ablated={row: cells for part in parts for row, cells in part.ablated.items()},
+        random={lang: losses for part in parts for lang, losses in part.random.items()},
+        n_neurons={row: n for part in parts for row, n in part.n_neurons.items()},
+        meta=meta,
+    )
 
 
 def _finite(value: Any) -> Any:

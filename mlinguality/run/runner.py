@@ -198,6 +198,7 @@ class _Inputs:
         self.config = config
         self._model = None
         self._splits = None
+        self.team = None  # rank 0's torchrun team, when there is one
 
     @property
     def model(self):
@@ -265,7 +266,9 @@ def _check_names(config: RunConfig) -> None:
             )
 
 
-def run_experiment(config: RunConfig, resume: str | Path | None = None, model=None) -> Path:
+def run_experiment(
+    config: RunConfig, resume: str | Path | None = None, model=None, team=None
+) -> Path:
     """Run (or resume) the whole pipeline; return the run folder.
 
     Args:
@@ -275,6 +278,8 @@ def run_experiment(config: RunConfig, resume: str | Path | None = None, model=No
             load; or your own TransformerBridge); by default ``config.model.spec`` is loaded
             when a stage first needs it. Cached stages are then keyed on its weights
             (:func:`~mlinguality.fingerprint.model_fingerprint`), not on ``model.spec``.
+        team: Under torchrun, rank 0's :class:`~mlinguality.run.distributed.Team`: collection
+            and ablation are then shared with the other ranks (see ``run/distributed.py``).
     """
     _check_names(config)
     start = time.perf_counter()
@@ -303,6 +308,7 @@ def run_experiment(config: RunConfig, resume: str | Path | None = None, model=No
     keys = stage_keys(config, model_id)
     inputs = _Inputs(config)
     inputs._model = model
+    inputs.team = team
     # checkpoints of a killed collection live beside the cache, so any rerun resumes them
     partial = (cache or run_dir) / f".partial-collect-{keys['collect']}"
     steps: list[tuple[str, Callable[[], None]]] = [

@@ -1,0 +1,155 @@
+"""``mlinguality collect CONFIG --shard I/N --out DIR`` and ``mlinguality merge DIR... --out DIR``.
+
+Sharded collection without torch.distributed (Slurm arrays, sweep agents, several machines):
+each job collects one token-balanced shard of the selection split and writes it as a stats
+folder; ``merge`` combines the folders, refusing shards of another model, dtype, position
+rule, BOS rule, hook or corpus (one line naming the field); ``mlinguality run CONFIG --set
+collection.stats=DIR`` then starts from the merged statistics instead of collecting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mlinguality.errors import MlingualityError
+
+
+def collect_command(args: argparse.Namespace) -> int:
+    """Collect shard I of N of the config's selection split into ``--out``."""
+    from mlinguality.activations.distributed import collect_shard, parse_shard
+    from mlinguality.activations.stats import save_stats
+    from mlinguality.run.config import RunConfig
+    from mlinguality.run.runner import _Inputs
+
+    shard, n_shards = parse_shard(args.shard)
+    config = RunConfig.load(args.config).with_overrides(list(args.set or []))
+    inputs = _Inputs(config)
+    _, select, _ = inputs.splits
+    coll = config.collection
+    stats = collect_shard(
+        inputs.model,
+        select,
+        config.corpus.langs,
+        shard,
+        n_shards,
+        positions=coll.positions,
+        include_bos=coll.include_bos,
+        per_example=coll.per_example,
+        batch_tokens=coll.batch_tokens,
+        progress=not args.quiet,
+    )
+    for lang_stats in stats.values():
+        lang_stats.meta["shard"] = f"{shard}/{n_shards}"
+    save_stats(stats, args.out)
+    sys.stdout.write(f"shard {shard}/{n_shards}: {len(stats)} languages -> {args.out}\n")
+    return 0
+
+
+def merge_folders(folders: list[Path], out: Path) -> dict:
+    """Merge stats folders (one file per language in each) into ``out``; the merged stats.
+
+    Raises:
+        MlingualityError: folders with other languages, or statistics of another provenance
+            (the message names the field), or two folders holding the same example.
+    """
+    from mlinguality.activations.stats import load_stats, save_stats
+
+    if not folders:
+        raise MlingualityError("merge: name at least one stats folder")
+    parts = [load_stats(folder) for folder in folders]
+    langs = list(parts[0])
+    for folder, part in zip(folders[1:], parts[1:], strict=True):
+        if sorted(part) != sorted(langs):
+            raise MlingualityError(
+                f"merge: {folder} holds {', '.join(sorted(part))}; {folders[0]} holds "
+                f"{', '.join(sorted(langs))}"
+            )
+    merged = {}
+    for lang in langs:
+        total = parts[0][lang]
+        for part in parts[1:]:
+            total = total.merge(part[lang])
+        order = sorted(range(len(total.example_ids)), key=total.example_ids.__getitem__)
+        merged[lang] = _in_order(total, order)
+        merged[lang].meta.pop("shard", None)
+        merged[lang].meta["merged_from"] = len(folders)
+    save_stats(merged, out)
+    return merged
+
+
+def _in_order(stats, order: list[int]):
+    """``stats`` with its per-example rows permuted by ``order``."""
+    import dataclasses
+
+    fields = {"example_ids": [stats.example_ids[index] for index in order]}
+    for name in (
+        "example_n_tokens",
+        "example_mean",
+        "example_frac_positive",
+        "example_frac_gate_positive",
+    ):
+        value = getattr(stats, name)
+        fields[name] = value[order] if value is not None else None
+    return dataclasses.replace(stats, **fields)
+
+
+def load_merged(config, inputs, folder: Path) -> dict:
+    """Merged statistics for ``config``'s run, checked against what the run would collect.
+
+    Raises:
+        MlingualityError: a missing language, or statistics of other settings or another
+            corpus (the message names the field).
+    """
+    from mlinguality.activations.distributed import corpus_fingerprint
+    from mlinguality.activations.stats import ProvenanceError, load_stats
+
+    langs = list(config.corpus.langs)
+    stats = load_stats(folder, langs)
+    _, select, _ = inputs.splits
+    coll = config.collection
+    expected = {
+        "positions": coll.positions,
+        "include_bos": coll.include_bos,
+        "per_example": coll.per_example,
+        "corpus": corpus_fingerprint(select, langs),
+    }
+    for lang, lang_stats in stats.items():
+        for key, value in expected.items():
+            if lang_stats.meta.get(key) != value:
+                raise ProvenanceError(
+                    f"collection.stats {folder}: {lang} {key} differs from the config "
+                    f"({lang_stats.meta.get(key)!r} vs {value!r})"
+                )
+        if len(lang_stats.example_ids) != len(select) or "shard" in lang_stats.meta:
+            raise ProvenanceError(
+                f"collection.stats {folder}: {lang} holds {len(lang_stats.example_ids)} of "
+                f"{len(select)} examples; merge every shard first"
+            )
+    return stats
+
+
+def merge_command(args: argparse.Namespace) -> int:
+    merged = merge_folders(args.folders, args.out)
+    counts = {lang: stats.n_tokens for lang, stats in merged.items()}
+    sys.stdout.write(f"merged {len(args.folders)} shards -> {args.out}: {json.dumps(counts)}\n")
+    return 0
+
+
+def add_shard_commands(commands) -> None:
+    """Register ``collect`` and ``merge`` on the CLI's subcommands."""
+    collect = commands.add_parser(
+        "collect", help="collect one shard of a run's statistics (no torch.distributed)"
+    )
+    collect.add_argument("config", type=Path, help="the run's YAML config")
+    collect.add_argument("--shard", required=True, metavar="I/N", help="shard I of N (0-based)")
+    collect.add_argument("--out", required=True, type=Path, help="folder for this shard's stats")
+    collect.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
+    collect.add_argument("--quiet", action="store_true", help="no progress bar")
+    collect.set_defaults(handler=collect_command)
+    merge = commands.add_parser("merge", help="merge shard folders written by `collect --shard`")
+    merge.add_argument("folders", nargs="+", type=Path)
+    merge.add_argument("--out", required=True, type=Path)
+    merge.set_defaults(handler=merge_command)
