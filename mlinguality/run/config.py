@@ -187,6 +187,9 @@ class AblationConfig(_Section):
         n_random: Matched random-control draws (same neurons per layer, other seeds).
         eval_limit: Held-out examples per language evaluated (``None``: the whole split).
         batch_tokens: Padded tokens per forward batch (logits are batch x pos x vocab floats).
+        dtype: Precision of the ablation's forward passes (``None``: the model's dtype). The
+            evaluations are most of a run's time; ``"bfloat16"`` trades the bf16 rounding of
+            every cell (docs/performance.md) for the speed of the main job on CPU.
     """
 
     _key = "ablation"
@@ -195,6 +198,7 @@ class AblationConfig(_Section):
     n_random: int = 1
     eval_limit: int | None = 40  # each of L*(L+1+n_random) evaluations runs these per language
     batch_tokens: int = 512  # Gemma's 262k vocabulary: 512 tokens of logits are 0.5 GB
+    dtype: str | None = None
 
     def validate(self) -> None:
         if self.n_random < 0:
@@ -203,6 +207,8 @@ class AblationConfig(_Section):
             self._fail("eval_limit", f"must be >= 1 (or null for all), got {self.eval_limit}")
         if self.batch_tokens < 1:
             self._fail("batch_tokens", f"must be >= 1, got {self.batch_tokens}")
+        if self.dtype not in (None, "float32", "bfloat16", "float16"):
+            self._fail("dtype", f"unknown {self.dtype!r}; choose float32, bfloat16 or float16")
 
 
 @dataclass

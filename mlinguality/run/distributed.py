@@ -103,7 +103,10 @@ class Team:
             masks, mean, meta = self.broadcast((masks, mean, meta))
         else:
             masks, mean, meta = self.broadcast()
-        return split_ablation(self, inputs.model, config, encoded, masks, mean, meta)
+        from mlinguality.run.pipeline import ablation_model
+
+        model = ablation_model(config, inputs)
+        return split_ablation(self, model, config, encoded, masks, mean, meta)
 
     def stop(self) -> None:
         """Rank 0: release the workers."""

@@ -158,6 +158,21 @@ def encode_held_out(config: RunConfig, inputs):
     return held_out, encoded
 
 
+def ablation_model(config: RunConfig, inputs):
+    """The model the ablation evaluates: the run's, or a copy in ``ablation.dtype``."""
+    dtype = config.ablation.dtype
+    if dtype is None or dtype == config.model.dtype:
+        return inputs.model
+    import copy
+
+    from mlinguality.run.runner import _load_model
+
+    other = copy.deepcopy(config)
+    other.model.dtype = dtype
+    logger.info("ablation in %s: loading %s once more", dtype, config.model.spec)
+    return _load_model(other)
+
+
 def ablate(config: RunConfig, inputs, run_dir: Path) -> None:
     """Ablation matrix on the held-out split -> ``ablation.csv``, ``ablation.json``, heatmap."""
     from mlinguality.ablation.hooks import mean_activation
@@ -173,7 +188,8 @@ def ablate(config: RunConfig, inputs, run_dir: Path) -> None:
     if getattr(inputs, "team", None) is not None:  # torchrun: cells split across ranks
         matrix = inputs.team.ablate(inputs, config, encoded, masks, mean, meta)
     else:
-        matrix = _ablation_one_process(config, inputs.model, encoded, masks, mean, meta)
+        model = ablation_model(config, inputs)
+        matrix = _ablation_one_process(config, model, encoded, masks, mean, meta)
     baseline = matrix.baseline
     write_csv([matrix], run_dir / "ablation.csv")
     plot_matrices([matrix], run_dir / "ablation.png", ncols=1)
