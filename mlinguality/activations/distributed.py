@@ -40,7 +40,7 @@ def shard_examples(weights: Sequence[int], n_shards: int) -> list[list[int]]:
     corpus order. Every shard gets at least one example.
 
     >>> shard_examples([5, 1, 4, 2, 3], 2)
-    [[0, 3], [1, 2, 4]]
+    [[0, 1, 3], [2, 4]]
     """
     if n_shards < 1:
         raise ShardError(f"shards: need at least one, got {n_shards}")
