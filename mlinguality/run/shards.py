@@ -146,10 +146,12 @@ def add_shard_commands(commands) -> None:
     collect.add_argument("config", type=Path, help="the run's YAML config")
     collect.add_argument("--shard", required=True, metavar="I/N", help="shard I of N (0-based)")
     collect.add_argument("--out", required=True, type=Path, help="folder for this shard's stats")
-    collect.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
+    collect.add_argument(
+        "--set", action="append", metavar="SECTION.KEY=VALUE", help="override one config value"
+    )
     collect.add_argument("--quiet", action="store_true", help="no progress bar")
     collect.set_defaults(handler=collect_command)
     merge = commands.add_parser("merge", help="merge shard folders written by `collect --shard`")
-    merge.add_argument("folders", nargs="+", type=Path)
-    merge.add_argument("--out", required=True, type=Path)
+    merge.add_argument("folders", nargs="+", type=Path, help="shard folders (collect --out)")
+    merge.add_argument("--out", required=True, type=Path, help="folder for the merged stats")
     merge.set_defaults(handler=merge_command)
