@@ -59,6 +59,9 @@ def merge_folders(folders: list[Path], out: Path) -> dict:
 
     if not folders:
         raise MlingualityError("merge: name at least one stats folder")
+    for folder in folders:
+        if not any(Path(folder).glob("*.safetensors")):
+            raise MlingualityError(f"merge: {folder} holds no statistics (*.safetensors)")
     parts = [load_stats(folder) for folder in folders]
     langs = list(parts[0])
     for folder, part in zip(folders[1:], parts[1:], strict=True):
