@@ -13,5 +13,19 @@ class MlingualityError(ValueError):
     exit_status = 2
 
 
+class RunFault(MlingualityError):
+    """A run stopped by its environment (disk full, I/O error) or a bug, not by bad input.
+
+    The message is one line that says how to resume; the command line exits with status 1.
+    """
+
+    exit_status = 1
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM: still a KeyboardInterrupt, with a message saying where
+    it stopped and how to resume (the command line prints it and exits with status 130)."""
+
+
 class ModelLoadError(MlingualityError):
     """A model spec could not be loaded; the message is one line and says what to do."""

@@ -50,6 +50,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.wandb:
         overrides.append(f"tracking.wandb={args.wandb}")
     if args.resume:
+        if not (args.resume / "config.yaml").is_file():
+            raise MlingualityError(
+                f"--resume {args.resume}: no config.yaml there (not a run folder)"
+            )
         config = RunConfig.load(args.resume / "config.yaml").with_overrides(overrides)
     else:
         config = RunConfig.load(args.config) if args.config else RunConfig()
@@ -174,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; every failure ends in one line on stderr and an exit status.
 
     Status 2: bad input (the line names the file, key or value and what to do). Status 1: a fault
-    of the machine or a bug (``-v`` shows the traceback). Status 130: Ctrl-C.
+    of the machine or a bug (``-v`` shows the traceback). Status 130: Ctrl-C or SIGTERM (the
+    line says how to resume).
     """
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -187,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    previous = _terminate_as_interrupt()
     try:
         with logging_redirect_tqdm():  # log lines go above the progress bars, not through them
             status = args.handler(args)
@@ -203,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
             f"internal error {type(error).__name__}: {first} (rerun with -v for the traceback)"
         )
         _fail(args, error, message, 1)
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
     sys.exit(status)
 
 
@@ -214,6 +225,22 @@ def _fail(args: argparse.Namespace, error: BaseException, message: str, status: 
     label = "mlinguality: " if status == 130 else "mlinguality: error: "
     sys.stderr.write(f"{label}{message}\n")
     sys.exit(status)
+
+
+def _terminate_as_interrupt():
+    """SIGTERM (a scheduler's stop, `kill`) stops a run like Ctrl-C: resumable, one line.
+
+    Returns the previous handler (None when it could not be replaced).
+    """
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (main() called from a thread)
+        return None
 
 
 if __name__ == "__main__":

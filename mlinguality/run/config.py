@@ -90,6 +90,8 @@ class CorpusConfig(_Section):
         seed: Seed of the example sampling and of the selection/evaluation split.
         eval_fraction: Share of the examples held out for evaluation (never used to select).
         translations: Bible translation per language, overriding the database's default.
+        too_long: A text longer than the model's context: ``"error"`` names the example;
+            ``"truncate"`` cuts it to the context with a warning.
     """
 
     _key = "corpus"
@@ -103,6 +105,7 @@ class CorpusConfig(_Section):
     seed: int = 0
     eval_fraction: float = 0.5
     translations: dict[str, str] | None = None
+    too_long: Literal["error", "truncate"] = "error"
 
     def validate(self) -> None:
         if len(self.langs) < 2:

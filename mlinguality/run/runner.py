@@ -14,13 +14,20 @@
 - ``ablation.csv``, ``ablation.json``, ``ablation.png``: per-language bits per byte under every
   ablation, the matrix of changes and its diagonal dominance;
 - ``summary.json`` (the headline numbers), ``report.md`` with the plots under ``plots/``;
-- ``stages.json``: which stages finished, with the hash of the settings they depend on.
+- ``stages.json``: each stage's status, the hash of the settings it depends on, and the size
+  and sha256 of its outputs (:mod:`mlinguality.run.stages`).
 
-Resume and reuse: a stage whose settings hash matches ``stages.json`` is skipped (a rerun with
-``--resume`` continues where it stopped). With ``cache_dir`` set, every finished stage is also
-kept under ``cache_dir/{stage}-{hash}/``, so a later run with the same settings (a sweep over
-``selectivity.top_rate`` reusing the collected statistics, say) links the files instead of
-recomputing them. Collection also checkpoints each language mid-way.
+Resume and reuse: a finished stage whose settings hash matches ``stages.json`` and whose files
+still match their checksums is skipped (a rerun with ``--resume`` continues where it stopped).
+With ``cache_dir`` set, every finished stage is also kept under ``cache_dir/{stage}-{hash}/``, so
+a later run with the same settings (a sweep over ``selectivity.top_rate`` reusing the collected
+statistics, say) copies the files instead of recomputing them; a damaged cache entry is rebuilt.
+Collection also checkpoints each language mid-way.
+
+Faults: the inputs are checked before the run folder is made, and a run that fails on bad
+input before finishing a stage leaves no folder behind. Ctrl-C (or SIGTERM) and environment
+faults (a full disk) mark the running stage ``interrupted``/``failed`` and raise one line saying
+``resume with `mlinguality run --resume DIR```.
 
 W&B (:mod:`mlinguality.run.tracking`) opens with the config when the run starts, logs each
 stage as it finishes, then mirrors the local results and logs them as artifacts; a W&B failure
@@ -29,6 +36,7 @@ warns and the run still completes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -42,29 +50,20 @@ from typing import Any
 
 import torch
 
-from mlinguality.errors import MlingualityError
+from mlinguality.errors import MlingualityError, RunFault, RunInterrupted
 from mlinguality.run.config import RunConfig
+from mlinguality.run.inputs import RunInputs
+from mlinguality.run.stages import StageLog, clean_stale_temps
 
 logger = logging.getLogger(__name__)
 
-_STAGE_FORMAT = 1  # bump when a stage's outputs change meaning; old cache entries are then ignored
+# bump when a stage's outputs change meaning; old cache entries are then ignored
+# (2: cache entries carry checksums and are copied, not hard-linked)
+_STAGE_FORMAT = 2
 STAGES = ("collect", "score", "select", "ablate", "steer")
-_OUTPUTS = {
-    "collect": ["stats", "corpus.json"],
-    "score": ["layer_profile.csv", "u_shape.csv"],
-    "select": [
-        "selectivity.csv",
-        "selected_neurons.safetensors",
-        "selected_neurons.csv",
-        "selected_neurons.json",
-        "language_overlap.csv",
-    ],
-    "ablate": ["ablation.csv", "ablation.json", "ablation.png"],
-    "steer": ["steering"],
-}
 
 
-# --- stage bookkeeping ---------------------------------------------------------------------
+# --- stage keys ---------------------------------------------------------------------------
 
 
 def _digest(*parts: Any) -> str:
@@ -106,86 +105,6 @@ def stage_keys(config: RunConfig, model_id: str | None = None) -> dict[str, str]
     return {"collect": collect, "score": score, "select": select, "ablate": ablate, "steer": steer}
 
 
-class StageLog:
-    """``stages.json`` of a run folder: finished stages with their key, seconds and origin."""
-
-    def __init__(self, run_dir: Path, cache_dir: Path | None) -> None:
-        self.run_dir = run_dir
-        self.cache_dir = cache_dir
-        self.path = run_dir / "stages.json"
-        self.entries: dict[str, dict] = (
-            json.loads(self.path.read_text()) if self.path.exists() else {}
-        )
-
-    def _complete(self, folder: Path, stage: str) -> bool:
-        return all((folder / name).exists() for name in _OUTPUTS[stage])
-
-    def run(self, stage: str, key: str, compute: Callable[[], None]) -> str:
-        """Reuse ``stage`` from this folder or the cache, else compute it; return the origin."""
-        entry = self.entries.get(stage)
-        if entry and entry["key"] == key and self._complete(self.run_dir, stage):
-            logger.info("stage %s: already done in %s", stage, self.run_dir)
-            return "resumed"
-        cached = self.cache_dir / f"{stage}-{key}" if self.cache_dir else None
-        start = time.perf_counter()
-        if cached is not None and (cached / ".done").exists() and self._complete(cached, stage):
-            logger.info("stage %s: reusing %s", stage, cached)
-            for name in _OUTPUTS[stage]:
-                _link(cached / name, self.run_dir / name)
-            origin = f"cache:{cached.name}"
-        else:
-            for name in _OUTPUTS[stage]:  # unlink, never overwrite: the files may be cache links
-                _remove(self.run_dir / name)
-            compute()
-            if cached is not None:
-                _store(self.run_dir, cached, _OUTPUTS[stage])
-            origin = "computed"
-        self.entries[stage] = {
-            "key": key,
-            "seconds": round(time.perf_counter() - start, 3),
-            "origin": origin,
-        }
-        self.path.write_text(json.dumps(self.entries, indent=1))
-        return origin
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
-
-
-def _link(source: Path, target: Path) -> None:
-    """Hard-link (copy where links fail) a file or folder tree into place."""
-    _remove(target)
-
-    def one(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    if source.is_dir():
-        shutil.copytree(source, target, copy_function=one)
-    else:
-        one(str(source), str(target))
-
-
-def _store(run_dir: Path, cached: Path, names: list[str]) -> None:
-    """Copy a finished stage's outputs into the cache atomically (temp folder, then rename)."""
-    tmp = cached.with_name(f".{cached.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in names:
-        _link(run_dir / name, tmp / name)
-    (tmp / ".done").write_text("")
-    try:
-        os.replace(tmp, cached)
-    except OSError:  # another process stored the same stage first
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 # --- the run -------------------------------------------------------------------------------
 
 
@@ -193,60 +112,59 @@ def new_run_dir(config: RunConfig) -> Path:
     """A fresh ``{output_dir}/{name}-{YYYYmmdd-HHMMSS}`` folder (a suffix if taken)."""
     base = Path(config.output_dir) / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir, n = base, 1
-    while run_dir.exists():
-        run_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
-    run_dir.mkdir(parents=True)
-    return run_dir
+    while True:
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:  # another run started in the same second
+            run_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
 
 
-class _Inputs:
-    """The model and corpus splits, loaded on first use (a fully reused run loads neither)."""
-
-    def __init__(self, config: RunConfig) -> None:
-        self.config = config
-        self._model = None
-        self._splits = None
-
-    @property
-    def model(self):
-        if self._model is None:
-            self._model = _load_model(self.config)
-        return self._model
-
-    @property
-    def splits(self):
-        if self._splits is None:
-            from mlinguality.corpus import load_corpus
-
-            corpus_cfg = self.config.corpus
-            corpus = load_corpus(
-                corpus_cfg.source,
-                self.config.collection_langs,  # corpus.langs and the same-language controls
-                books=corpus_cfg.books,
-                limit=corpus_cfg.limit,
-                seed=corpus_cfg.seed,
-                translations=corpus_cfg.translations,
-            )
-            select, evaluate = corpus.split(corpus_cfg.eval_fraction)
-            if len(select) < 2 or len(evaluate) < 1:
-                raise MlingualityError(
-                    f"corpus {corpus_cfg.source}: {len(corpus)} examples split into "
-                    f"{len(select)} to select and {len(evaluate)} to evaluate; raise corpus.limit"
-                )
-            self._splits = (corpus, select, evaluate)
-        return self._splits
+def _writable_dir(path: Path, key: str) -> str | None:
+    """Create ``path`` if needed; None if files can be written there, else why not."""
+    if path.exists() and not path.is_dir():
+        return f"{key} {path}: is a file, not a folder; choose another {key}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        return f"{key} {path}: cannot write there ({error.strerror}); choose another {key}"
+    return None
 
 
-def _load_model(config: RunConfig):
-    from mlinguality.model import TinyModelConfig, load_model
+def preflight(config: RunConfig) -> bool:
+    """Check everything cheap before a run folder exists; return whether the cache is writable.
 
-    spec: Any = config.model.spec
-    if spec == "tiny" or spec.startswith("tiny:"):
-        architecture = spec.partition(":")[2] or "gemma3"
-        spec = TinyModelConfig(
-            architecture=architecture, n_layers=4, d_model=32, d_mlp=64, seed=config.seed
+    Raises:
+        MlingualityError: naming the key and value at fault (unknown metric, missing device,
+            an output folder that is a file or read-only, a missing corpus file).
+    """
+    _check_names(config)
+    device = config.model.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MlingualityError(
+            f"model.device={device}: this torch ({torch.__version__}) sees no CUDA device; "
+            "use model.device=cpu"
         )
-    return load_model(spec, device=config.model.device, dtype=config.model.dtype)
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise MlingualityError("model.device=mps: no Apple MPS device here; use model.device=cpu")
+    source = config.corpus.source
+    if source != "bible" and Path(source).suffix and not Path(source).is_file():
+        raise MlingualityError(f"corpus.source {source}: no such file")
+    problem = _writable_dir(Path(config.output_dir), "output_dir")
+    if problem:
+        raise MlingualityError(problem)
+    if config.cache_dir is None:
+        return False
+    problem = _writable_dir(Path(config.cache_dir), "cache_dir")
+    if problem:
+        if Path(config.cache_dir).is_file():
+            raise MlingualityError(problem)
+        logger.warning("%s; finished stages are read from it but not stored", problem)
+        return False
+    return True
 
 
 def _check_names(config: RunConfig) -> None:
@@ -284,16 +202,45 @@ def run_experiment(config: RunConfig, resume: str | Path | None = None, model=No
             when a stage first needs it. Cached stages are then keyed on its weights
             (:func:`~mlinguality.fingerprint.model_fingerprint`), not on ``model.spec``.
     """
-    _check_names(config)
+    cache_writable = preflight(config)
     start = time.perf_counter()
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / "config.yaml").exists():
+        if not (run_dir / "config.yaml").is_file():
             raise MlingualityError(f"--resume {run_dir}: no config.yaml there (not a run folder)")
     else:
         run_dir = new_run_dir(config)
-    config.dump(run_dir / "config.yaml")
-    logger.info("run folder %s", run_dir)
+    cache = Path(config.cache_dir) if config.cache_dir else None
+    log = StageLog(run_dir, cache, cache_writable)
+    tracker = None
+    try:
+        config.dump(run_dir / "config.yaml")
+        logger.info("run folder %s", run_dir)
+        from mlinguality.run.tracking import Tracker
+
+        # W&B opens now, with the config, so a long run shows live progress (and a crash shows)
+        tracker = Tracker(config.tracking, config.to_dict(), run_dir, name=run_dir.name)
+        tracker.start()
+        keys, origins = _run_stages(config, run_dir, log, model, tracker)
+        from mlinguality.run.report import write_report
+
+        total = time.perf_counter() - start
+        summary = write_report(config, run_dir, log.finished, origins, total)
+        _mirror_to_wandb(tracker, run_dir, summary, keys)
+    except BaseException as error:
+        if tracker is not None:
+            tracker.finish(exit_code=1)
+        _stop(error, config, run_dir, log, fresh=resume is None)
+        raise  # only for exceptions _stop leaves alone (SystemExit)
+    tracker.finish()
+    if tracker.offline_dir is not None:
+        logger.info("W&B offline run: upload later with `wandb sync %s`", tracker.offline_dir)
+    logger.info("done in %.1f s: %s", time.perf_counter() - start, run_dir / "report.md")
+    return run_dir
+
+
+def _run_stages(config: RunConfig, run_dir: Path, log: StageLog, model, tracker):
+    """Run (or reuse) every enabled stage in order; return the stage keys and origins."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     if config.model.threads is not None:
@@ -301,18 +248,17 @@ def run_experiment(config: RunConfig, resume: str | Path | None = None, model=No
 
     from mlinguality.run import pipeline as stages
 
-    cache = Path(config.cache_dir) if config.cache_dir else None
-    log = StageLog(run_dir, cache)
     model_id = None
     if model is not None:
         from mlinguality.fingerprint import model_fingerprint
 
         model_id = model_fingerprint(model)
     keys = stage_keys(config, model_id)
-    inputs = _Inputs(config)
+    inputs = RunInputs(config)
     inputs._model = model
-    # checkpoints of a killed collection live beside the cache, so any rerun resumes them
-    partial = (cache or run_dir) / f".partial-collect-{keys['collect']}"
+    home = log.cache_dir if log.cache_writable else run_dir
+    clean_stale_temps(home)
+    partial, lock = _checkpoint_dir(home, run_dir, keys["collect"], config.collection.batch_tokens)
     steps: list[tuple[str, Callable[[], None]]] = [
         ("collect", lambda: stages.collect(config, inputs, run_dir, partial)),
         ("score", lambda: stages.score(config, run_dir)),
@@ -324,29 +270,81 @@ def run_experiment(config: RunConfig, resume: str | Path | None = None, model=No
         from mlinguality.run.steering import stage as steer
 
         steps.append(("steer", lambda: steer(config, inputs, run_dir)))
-
-    from mlinguality.run.report import write_report
-    from mlinguality.run.tracking import Tracker
-
-    # W&B opens now, with the config, so a long run shows live progress (and a crash shows)
-    tracker = Tracker(config.tracking, config.to_dict(), run_dir, name=run_dir.name)
-    tracker.start()
+    origins: dict[str, str] = {}
     try:
-        origins = {}
         for done, (stage, compute) in enumerate(steps, start=1):
-            origins[stage] = log.run(stage, keys[stage], compute)
+            try:
+                origins[stage] = log.run(stage, keys[stage], compute)
+            finally:
+                if stage == "collect":
+                    _release(lock, home, run_dir)
             tracker.log_stage(stage, done, len(steps), log.entries[stage]["seconds"])
-        total = time.perf_counter() - start
-        summary = write_report(config, run_dir, log.entries, origins, total)
-        _mirror_to_wandb(tracker, run_dir, summary, keys)
-    except BaseException:
-        tracker.finish(exit_code=1)
-        raise
-    tracker.finish()
-    if tracker.offline_dir is not None:
-        logger.info("W&B offline run: upload later with `wandb sync %s`", tracker.offline_dir)
-    logger.info("done in %.1f s: %s", time.perf_counter() - start, run_dir / "report.md")
-    return run_dir
+    finally:
+        _release(lock, home, run_dir)
+    return keys, origins
+
+
+def _release(lock, home: Path, run_dir: Path) -> None:
+    if lock.is_locked:
+        lock.release()
+    if home == run_dir:  # a private lock file: nobody else can be waiting on it
+        Path(lock.lock_file).unlink(missing_ok=True)
+
+
+def _checkpoint_dir(home: Path, run_dir: Path, key: str, batch_tokens: int):
+    """Where collection checkpoints go, and the lock that reserves it (release it when done).
+
+    Checkpoints of a killed collection live beside the cache, so any rerun with the same settings
+    resumes them. The batch plan is part of a checkpoint, so another ``batch_tokens`` starts a
+    fresh one (the old one is removed). A run that finds another live run collecting the same
+    stage checkpoints into its own folder instead, so the two never write the same files.
+    """
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(home / f".partial-collect-{key}.lock"))
+    partial = home / f".partial-collect-{key}-b{batch_tokens}"
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.info("another run is collecting the same statistics; checkpointing in %s", run_dir)
+        return run_dir / partial.name, lock
+    for other in home.glob(f".partial-collect-{key}-b*"):
+        if other != partial:
+            shutil.rmtree(other, ignore_errors=True)
+    return partial, lock
+
+
+_ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _stop(error: BaseException, config: RunConfig, run_dir: Path, log: StageLog, fresh: bool):
+    """Record why a run stopped and raise the one-line error the command line prints."""
+    where = f"stage {log.current}" if log.current else "the report"
+    resume = f"resume with `mlinguality run --resume {run_dir}`"
+    if isinstance(error, KeyboardInterrupt):
+        log.mark("interrupted")
+        raise RunInterrupted(f"interrupted at {where}; {resume}") from None
+    if isinstance(error, MlingualityError):
+        log.mark("failed", error=str(error))
+        if fresh and not log.finished:
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping
+            raise error
+        raise type(error)(f"{error} (at {where}; fix it, then {resume})") from None
+    if isinstance(error, OSError):
+        log.mark("failed", error=str(error))
+        what = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
+        if error.errno in _ENVIRONMENT_ERRORS:
+            raise RunFault(
+                f"{what} (at {where}); free space or fix permissions, then {resume}"
+            ) from None
+        raise RunFault(f"{what} (at {where}); {resume}") from None
+    if isinstance(error, Exception):
+        log.mark("failed", error=f"{type(error).__name__}: {error}")
+        first = (str(error).splitlines() or [""])[0]
+        raise RunFault(
+            f"{type(error).__name__} at {where}: {first} "
+            f"(a bug? rerun with -v for the traceback; {resume})"
+        ) from error
 
 
 def _mirror_to_wandb(tracker, run_dir: Path, summary: dict, keys: dict[str, str]) -> None:

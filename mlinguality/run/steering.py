@@ -248,7 +248,7 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _steer(args: argparse.Namespace) -> int:
-    from mlinguality.run.runner import _Inputs
+    from mlinguality.run.inputs import RunInputs
     from mlinguality.run.tracking import Tracker
 
     run_dir = Path(args.run_dir)
@@ -270,7 +270,7 @@ def _steer(args: argparse.Namespace) -> int:
     if args.wandb:
         overrides.append(f"tracking.wandb={args.wandb}")
     config = config.with_overrides(overrides)
-    inputs = _Inputs(config)
+    inputs = RunInputs(config)
     _, _, held_out = inputs.splits
     if config.model.threads is not None:
         import torch

@@ -36,9 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mlinguality.errors import MlingualityError
+from mlinguality.run.yamlfile import load_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +91,7 @@ class SweepSpec:
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and check a sweep file; errors are one line naming the file and the key."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MlingualityError(f"sweep {path}: no such file") from None
-    except yaml.YAMLError:
-        raise MlingualityError(f"sweep {path}: not valid YAML") from None
+    data = load_yaml(path, "sweep")  # duplicate keys refused, naming both lines
     try:
         return parse_sweep(data, default_name=path.stem)
     except MlingualityError as error:
@@ -227,6 +221,37 @@ def expand(spec: SweepSpec, count: int | None = None, seed: int = 0) -> list[dic
     return [{name: _sample(spec.parameters[name], rng) for name in names} for _ in range(cap)]
 
 
+def check_runs(spec: SweepSpec, runs: list[dict[str, Any]], where: str = "sweep") -> None:
+    """Refuse a sweep up front when a parameter is not a config key or a value is invalid.
+
+    Each run's parameters are applied, as ``wandb agent`` passes them, to the default config,
+    so every run that would fail on its arguments fails here instead, before any run starts.
+    """
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    from mlinguality.run.config import (
+        RunConfig,
+        agent_overrides,
+        override_keys,
+        unknown_key_message,
+    )
+
+    keys = override_keys()
+    for name in spec.parameters:
+        if name not in keys:
+            raise MlingualityError(
+                f"{where}: parameters.{name}: {unknown_key_message(name, keys)}; "
+                "sweep parameters must be config keys (section.key)"
+            )
+    for index, params in enumerate(runs):
+        arguments = {name: {"value": value} for name, value in params.items()}
+        argv = create_sweep_command_args({"args": arguments})["args"]
+        try:
+            RunConfig().with_overrides(agent_overrides(argv))
+        except MlingualityError as error:
+            raise MlingualityError(f"{where}: run {index} ({params}): {error}") from None
+
+
 def _sample(spec: dict[str, Any], rng: random.Random) -> Any:
     dist = _distribution(spec)
     if dist == "constant":
@@ -310,6 +335,7 @@ def run_sweep(
     """
     spec = load_sweep(path)
     runs = expand(spec, count=count, seed=seed)
+    check_runs(spec, runs, where=f"sweep {path}")
     group = f"sweep-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     sweep_dir = Path(output_dir) / group
     sweep_dir.mkdir(parents=True, exist_ok=True)

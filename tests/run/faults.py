@@ -118,7 +118,13 @@ def config_dict(root: Path, **top) -> dict:
         "model": {"spec": "tiny", "threads": 1},
         "corpus": {"source": str(root / "corpus.jsonl"), "langs": LANGS, "limit": None},
         "collection": {"batch_tokens": 256},
-        "selectivity": {"metrics": ["topk", "lape"], "top_rate": 0.05, "n_permutations": 5},
+        "selectivity": {
+            "metrics": ["topk", "lape"],
+            "top_rate": 0.05,
+            "n_permutations": 5,
+            "n_bootstrap": 0,
+            "control_pairs": None,  # the corpus has one English wording
+        },
         "ablation": {"mode": "zero", "n_random": 1, "eval_limit": 2},
         "tracking": {"wandb": "disabled"},
     }

@@ -356,10 +356,12 @@ def test_interrupted_run_resumes_where_it_stopped(first_run, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline, "select", crash)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="^interrupted at stage select; resume with `ml"):
         run_experiment(config)
     (run_dir,) = Path(config.output_dir).glob("crash-*")
     before = json.loads((run_dir / "stages.json").read_text())
+    assert before["select"]["status"] == "interrupted"
+    before = {k: v for k, v in before.items() if v["status"] == "done"}
     assert set(before) == {"collect", "score"}
     monkeypatch.setattr(pipeline, "select", real_select)
     assert run_experiment(config, resume=run_dir) == run_dir
