@@ -342,12 +342,11 @@ def _w_out_input_module(model, hook_name: str):
     return inner if isinstance(inner, torch.nn.Module) else None
 
 
-def _layer_hooks(
-    record: LayerRecord, neurons: Tensor, target: Tensor, d_mlp: int, start: int = 0
-) -> tuple[Callable, Callable]:
-    """The write hook and the check of one layer (closures over device-cached targets).
+def device_targets(neurons: Tensor, target: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """``act -> (neurons, target)`` on ``act``'s device and dtype, moved once per device/dtype.
 
-    ``start`` is the first sequence position written (1 for ``positions="skip_first"``).
+    Shared by the ablation and steering hooks, so that a hook copies its indices and values to
+    the device on the first call only.
     """
     cache: dict[tuple, tuple[Tensor, Tensor]] = {}
 
@@ -356,6 +355,18 @@ def _layer_hooks(
         if key not in cache:
             cache[key] = (neurons.to(act.device), target.to(act.device, act.dtype))
         return cache[key]
+
+    return on_device
+
+
+def _layer_hooks(
+    record: LayerRecord, neurons: Tensor, target: Tensor, d_mlp: int, start: int = 0
+) -> tuple[Callable, Callable]:
+    """The write hook and the check of one layer (closures over device-cached targets).
+
+    ``start`` is the first sequence position written (1 for ``positions="skip_first"``).
+    """
+    on_device = device_targets(neurons, target)
 
     def write(act: Tensor, hook) -> Tensor:
         if act.shape[-1] != d_mlp:

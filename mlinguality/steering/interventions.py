@@ -45,7 +45,13 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from mlinguality.ablation.hooks import AblationError, AblationHooks, LayerRecord, NeuronMask
+from mlinguality.ablation.hooks import (
+    AblationError,
+    AblationHooks,
+    LayerRecord,
+    NeuronMask,
+    device_targets,
+)
 from mlinguality.activations.stats import ActivationStats
 from mlinguality.types import HOOK_POST, PositionMask
 
@@ -338,14 +344,8 @@ def steering_hooks(
 
 def _layer_hooks(record, neurons, target, alpha, positions, window, d_mlp):
     """The write and check hooks of one layer."""
-    cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+    on_device = device_targets(neurons, target)
     expected: list[Tensor] = []
-
-    def on_device(act: Tensor) -> tuple[Tensor, Tensor]:
-        key = (act.device, act.dtype)
-        if key not in cache:
-            cache[key] = (neurons.to(act.device), target.to(act.device, act.dtype))
-        return cache[key]
 
     def write(act: Tensor, hook) -> Tensor:
         if act.shape[-1] != d_mlp:
