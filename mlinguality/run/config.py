@@ -243,6 +243,8 @@ class SteeringConfig(_Section):
         do_sample: Sample instead of greedy decoding.
         temperature: Sampling temperature.
         n_random: Random neuron sets (matched in count per layer) per alpha: the control.
+        activity_control: Draw the random sets from neurons of the same firing rate (deciles
+            per layer on the selection data), not only the same count per layer.
         batch_size: Prompts per generation batch.
     """
 
@@ -260,6 +262,7 @@ class SteeringConfig(_Section):
     do_sample: bool = False
     temperature: float = 1.0
     n_random: int = 1
+    activity_control: bool = True
     batch_size: int = 16
 
     def validate(self) -> None:

@@ -50,6 +50,7 @@ def settings_from(run_config: RunConfig):
         temperature=config.temperature,
         seed=run_config.seed,
         n_random=config.n_random,
+        activity_control=config.activity_control,
         batch_size=config.batch_size,
     )
 

@@ -6,7 +6,8 @@ Conditions per pair, on the same prompts (greedy, or sampled with the same seeds
 - ``none``: no intervention (one generation per source, scored against every target);
 - ``steer``: :func:`~mlinguality.steering.interventions.language_intervention` at each ``alpha``;
 - ``random``: the same intervention on random neurons matched to the selected ones in count per
-  layer (:func:`mlinguality.ablation.hooks.random_matched_mask`), ``n_random`` draws per alpha.
+  layer and, with ``activity_control`` (the default), in firing-rate decile on the selection
+  data (:func:`mlinguality.ablation.hooks.random_matched_mask`), ``n_random`` draws per alpha.
 
 Each generation is scored by an offline identifier (target / source / other), by its fluency
 (bits per byte of the generated text, BOS first, under the *unsteered* model, as in
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 
 from mlinguality.ablation.evaluation import encode_texts, evaluate
-from mlinguality.ablation.hooks import NeuronMask, random_matched_mask
+from mlinguality.ablation.hooks import NeuronMask, firing_rate, random_matched_mask
 from mlinguality.activations.stats import ActivationStats
 from mlinguality.errors import MlingualityError
 from mlinguality.steering.generation import Generations, generate
@@ -60,7 +61,9 @@ class SteeringSettings:
         do_sample: Sample instead of greedy decoding (same seeds in every condition).
         temperature: Sampling temperature.
         seed: Sampling and random-control seed.
-        n_random: Random count-matched neuron sets per alpha (0: no random control).
+        n_random: Random neuron sets per alpha (0: no random control).
+        activity_control: Match the random sets in firing rate too (deciles per layer), not only
+            in count per layer: selected neurons are busy neurons.
         batch_size: Prompts per generation batch.
         distinct: n of the distinct-n-gram rate.
     """
@@ -75,6 +78,7 @@ class SteeringSettings:
     temperature: float = 1.0
     seed: int = 0
     n_random: int = 1
+    activity_control: bool = True
     batch_size: int = 16
     distinct: int = 2
 
@@ -213,7 +217,7 @@ def steering_experiment(
             raise MlingualityError(f"steering pair {source}->{target}: same language")
         if source not in prompts or not prompts[source]:
             raise MlingualityError(f"steering: no prompts for source language {source!r}")
-    activity = None  # count-matched; activity-matched once ablation.hooks offers it
+    activity = firing_rate(stats) if settings.activity_control and settings.n_random else None
     sources = list(dict.fromkeys(source for source, _ in pairs))
     per_pair = len(settings.alphas) * (1 + settings.n_random)
     total, done = len(sources) + len(pairs) * per_pair, 0

@@ -116,3 +116,37 @@ def test_settings_are_checked():
         SteeringSettings(deactivate=None, activate=None)
     with pytest.raises(MlingualityError, match="positions"):
         SteeringSettings(positions="last")
+
+
+def test_experiment_random_control_is_activity_matched(tiny_model, setup, monkeypatch):
+    """The experiment's random sets come from the selected neurons' firing-rate deciles
+    (a count-only draw would land in other deciles); activity_control=False draws by count."""
+    import mlinguality.steering.experiment as experiment
+    from mlinguality.ablation.hooks import activity_bins, firing_rate
+
+    stats, masks = setup
+    drawn = []
+    original = experiment.random_intervention
+
+    def spy(*args, **kwargs):
+        control = original(*args, **kwargs)
+        drawn.append((args[6] if len(args) > 6 else kwargs.get("activity"), control.mask))
+        return control
+
+    monkeypatch.setattr(experiment, "random_intervention", spy)
+    settings = SteeringSettings(alphas=[1.0], max_new_tokens=1, n_random=1, batch_size=3)
+    steering_experiment(tiny_model, stats, masks, PROMPTS, [("en", "fr")], settings)
+    activity, mask = drawn[-1]
+    assert activity is not None and torch.equal(activity, firing_rate(stats))
+    bins = activity_bins(activity, 10)
+    union = masks["en"] | masks["fr"]
+    for layer in range(2):
+        assert sorted(bins[layer][mask[layer]].tolist()) == sorted(
+            bins[layer][union[layer]].tolist()
+        )
+    drawn.clear()
+    plain = SteeringSettings(
+        alphas=[1.0], max_new_tokens=1, n_random=1, batch_size=3, activity_control=False
+    )
+    steering_experiment(tiny_model, stats, masks, PROMPTS, [("en", "fr")], plain)
+    assert drawn[-1][0] is None
