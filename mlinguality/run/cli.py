@@ -9,6 +9,9 @@ Subcommands:
     steer RUN_DIR --from en --to fr   steer generation with a finished run's language neurons
     compare RUN_A RUN_B       profile overlay, neuron-set overlap and ablation deltas of two runs
     config show|keys          the resolved config as YAML; every key with default and meaning
+    ablation-matrix           ablation matrices for many selection metrics, rates and modes
+    profile                   per-layer selectivity profile and U-shape test on Bible verses
+    word-final                one-pass word_final against the per-prefix loop
 """
 
 from __future__ import annotations
@@ -107,7 +110,9 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mlinguality", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="mlinguality", description=__doc__.splitlines()[0].replace("``", "")
+    )
     from mlinguality import __version__
 
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
@@ -169,8 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="write the commands, run nothing")
     sweep.set_defaults(handler=_sweep)
     from mlinguality.run.commands import add_commands
+    from mlinguality.run.experiments import add_experiment_commands
 
     add_commands(commands)
+    add_experiment_commands(commands)
     return parser
 
 

@@ -84,6 +84,17 @@ def build_summary(
                 str(pair): int((group["q_value"] < 0.05).sum())
                 for pair, group in verse.groupby("pair", sort=False)
             }
+    if u_shape is not None and "u_over_floor" in u_shape:
+        verse_u = u_shape[(u_shape["metric"] == "verse_distance") & u_shape["u_over_floor"].notna()]
+        if len(verse_u):  # the U of the per-verse distance minus the same-language floor
+            sel["verse_distance_u_over_floor"] = {
+                str(row.pair): [
+                    _num(row.u_over_floor),
+                    _num(row.u_over_floor_ci_low),
+                    _num(row.u_over_floor_ci_high),
+                ]
+                for row in verse_u.itertuples()
+            }
     if chosen is not None:
         per_lang = chosen.groupby("lang", sort=False)["n_selected"].sum()
         sel["n_selected"] = {str(lang): int(n) for lang, n in per_lang.items()}
@@ -154,9 +165,16 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
     return format(value, spec) if isinstance(value, (int, float)) else str(value)
 
 
+def markdown_table(frame: pd.DataFrame, floatfmt: str = ".4g") -> list[str]:
+    """A pandas frame as GitHub Markdown table lines (tabulate); NaN and None read ``n/a``."""
+    cells = frame.astype(object).where(frame.notna(), "n/a")
+    return cells.to_markdown(index=False, tablefmt="github", floatfmt=floatfmt).splitlines()
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    """Rows of already formatted cells as Markdown table lines (kept as written)."""
+    frame = pd.DataFrame([[str(cell) for cell in row] for row in rows], columns=header)
+    return frame.to_markdown(index=False, tablefmt="github", disable_numparse=True).splitlines()
 
 
 def write_report(
@@ -223,6 +241,15 @@ def write_report(
         lines.append(
             "- Layers where a pair differs more than the same-language control, verse by verse "
             f"(paired test, BH q < 0.05): {counts}."
+        )
+    if "verse_distance_u_over_floor" in sel:
+        cells = ", ".join(
+            f"{pair} {_fmt(u, '.2f')} [{_fmt(low, '.2f')}, {_fmt(high, '.2f')}]"
+            for pair, (u, low, high) in sel["verse_distance_u_over_floor"].items()
+        )
+        lines.append(
+            "- U of the per-verse distance minus the same-language floor (> 1: the language "
+            f"difference beyond rewording is larger at the edges; bootstrap 95% CI): {cells}."
         )
     if "n_selected" in sel:
         counts = ", ".join(f"{lang} {n}" for lang, n in sel["n_selected"].items())

@@ -26,6 +26,7 @@ import pandas as pd
 
 from mlinguality.errors import MlingualityError
 from mlinguality.run.config import RunConfig
+from mlinguality.run.report import markdown_table
 
 __all__ = ["Comparison", "Run", "compare"]
 
@@ -198,13 +199,13 @@ class Comparison:
                 ["value_a", "value_b", "diff"]
             ].mean()
             lines += ["## Per-layer profile (mean over layers)", ""]
-            lines += _markdown_table(mean.reset_index())
+            lines += markdown_table(mean.reset_index())
             lines.append("")
         lines += ["## Selected neurons", ""]
-        lines += _markdown_table(self.overlap)
+        lines += markdown_table(self.overlap)
         if self.ablation is not None:
             lines += ["", "## Ablation: change in bits per byte, b - a", ""]
-            lines += _markdown_table(self.ablation.reset_index(names="ablated"))
+            lines += markdown_table(self.ablation.reset_index(names="ablated"))
         return "\n".join(lines) + "\n"
 
     def plot_profile(self, path: str | Path) -> Path:
@@ -305,18 +306,3 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> dict[str, tuple[Any, Any
         elif a.get(key) != b.get(key) and key != "name":
             out[name] = (a.get(key), b.get(key))
     return out
-
-
-def _markdown_table(frame: pd.DataFrame) -> list[str]:
-    """A pandas frame as Markdown table lines (numbers to 4 significant digits)."""
-
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return "n/a" if math.isnan(value) else f"{value:.4g}"
-        return str(value)
-
-    header = [str(column) for column in frame.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(cell(value) for value in row) + " |")
-    return lines

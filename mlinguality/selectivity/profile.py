@@ -317,7 +317,11 @@ def selectivity_profile(
             rows += _rows(metric, name, metric_draws, level, chance)
             u_rows.append(_u_row(metric, name, metric_draws, level))
     if "verse_distance" in metrics:
-        rows += _verse_distance_rows(stats, pairs, controls, n_permutations, seed)
+        distance_rows, distance_u = _verse_distance_rows(
+            stats, pairs, controls, n_permutations, n_bootstrap, level, seed
+        )
+        rows += distance_rows
+        u_rows += distance_u
     if "lape" in metrics:
         main = {lang: stats[lang] for lang in main_langs}
         masks = select_lape(main)
@@ -370,16 +374,29 @@ def _verse_distance_rows(
     pairs: list[tuple[str, str]],
     controls: list[tuple[str, str]],
     n_permutations: int,
+    n_bootstrap: int,
+    level: float,
     seed: int,
-) -> list[dict]:
-    """``verse_distance`` rows: every pair's and control's mean per-verse distance; for pairs
-    with a control, ``floor``, ``excess`` and the paired floor test's p-value."""
+) -> tuple[list[dict], list[dict]]:
+    """``verse_distance`` layer rows and U rows.
+
+    Layer rows: every pair's and control's mean per-verse distance; for pairs with a control,
+    ``floor``, ``excess`` and the paired floor test's p-value. U rows: the U of the mean
+    distance with a bootstrap interval over verses, and for pairs with a control the U of the
+    excess over the floor (``u_over_floor``), its interval from the same resamples of the pair
+    and the control (verse for verse); no permutation p (the floor is this metric's null).
+    """
     rows: list[dict] = []
+    u_rows: list[dict] = []
     nan = math.nan
+    counts: Tensor | None = None
     for a, b in [*pairs, *controls]:
         tensors = aligned_pair(stats[a], stats[b])
         scale = neuron_scale(tensors.mean_a)
         distance = verse_distance(tensors, scale)
+        if n_bootstrap and counts is None:
+            generator = torch.Generator().manual_seed(seed)
+            counts = bootstrap_counts(n_bootstrap, distance.shape[0], generator).double()
         control = control_for((a, b), controls) if (a, b) not in controls else None
         excess = p_value = floor = None
         if control is not None:
@@ -407,7 +424,32 @@ def _verse_distance_rows(
                     "excess": float(excess[layer]) if excess is not None else nan,
                 }
             )
-    return rows
+        resampled = _resampled_means(counts, distance)
+        u_row = _u_row("verse_distance", f"{a}-{b}", ScoreDraws(value, bootstrap=resampled), level)
+        if control is not None:
+            over = ScoreDraws(
+                value - floor,
+                bootstrap=None
+                if counts is None
+                else resampled - _resampled_means(counts, reference),
+            )
+            result = u_shape_test(over, level)
+            u_row.update(
+                u_over_floor=result.u,
+                u_over_floor_ci_low=result.ci_low,
+                u_over_floor_ci_high=result.ci_high,
+            )
+        u_rows.append(u_row)
+    return rows, u_rows
+
+
+def _resampled_means(
+    counts: Float[Tensor, "boot example"] | None, per_example: Float[Tensor, "example layer"]
+) -> Float[Tensor, "boot layer"] | None:
+    """Per-layer means of ``per_example`` under each bootstrap resample (``None`` without)."""
+    if counts is None:
+        return None
+    return (counts @ per_example.double()) / counts.sum(1, keepdim=True)
 
 
 def _add_floor(
@@ -424,7 +466,8 @@ def _add_floor(
         if column not in layers:
             layers[column] = nan
     for column in ("u_over_floor", "u_over_floor_ci_low", "u_over_floor_ci_high"):
-        u_table[column] = nan
+        if column not in u_table:
+            u_table[column] = nan
     if not controls:
         return
     for pair in pairs:

@@ -369,7 +369,8 @@ def test_interrupted_run_resumes_where_it_stopped(first_run, monkeypatch):
     assert {k: after[k] for k in before} == before  # finished stages were not redone
     assert after["select"]["origin"] == "computed"
     report = (run_dir / "report.md").read_text()
-    assert "| collect | resumed |" in report and "| select | computed |" in report
+    cells = [[c.strip() for c in line.split("|")[1:3]] for line in report.splitlines()]
+    assert ["collect", "resumed"] in cells and ["select", "computed"] in cells
 
 
 def test_recomputing_a_stage_in_place_leaves_the_cache_intact(first_run):

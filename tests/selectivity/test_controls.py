@@ -137,3 +137,58 @@ def test_profile_reports_the_same_language_floor():
     assert verse.loc[0, "p_value"] < 0.01 and verse.loc[n_layers - 1, "p_value"] < 0.01
     assert (verse.p_value.iloc[1:-1] > 0.01).sum() >= 5
     assert np.allclose(verse.excess, verse.value - verse.floor)
+
+
+def test_profile_u_of_verse_distance_and_of_its_excess_over_the_floor():
+    """U rows of verse_distance: the U of the layer means and of value - floor (hand-computed
+    from the layer rows); the interval of the latter from a verse bootstrap that resamples the
+    pair and the control together (recomputed by a naive loop over the same draws)."""
+    from mlinguality.selectivity.significance import bootstrap_counts
+
+    n_layers, d_mlp = 8, 64
+    shift = torch.zeros(n_layers, d_mlp)
+    shift[:, :16] = 1.0  # ru differs at every layer (a middle excess well above 0) ...
+    shift[[0, n_layers - 1], :16] = 3.0  # ... and most at the edges
+    stats = make_langs(
+        ["en", "ru", "en:WEB"],
+        n_examples=30,
+        n_tokens=3,
+        n_layers=n_layers,
+        d_mlp=d_mlp,
+        shift={"ru": shift},
+        seed=13,
+    )
+    profile = selectivity_profile(
+        stats,
+        metrics=["verse_distance"],
+        n_permutations=19,
+        n_bootstrap=60,
+        seed=4,
+        control_pairs=[("en", "en:WEB")],
+    )
+    rows, u = profile.layers, profile.u_shape.set_index(["metric", "pair"])
+    pair = rows[rows.pair == "en-ru"].sort_values("layer")
+    control = rows[rows.pair == "en-en:WEB"].sort_values("layer")
+    row = u.loc[("verse_distance", "en-ru")]
+    assert math.isclose(row.u, u_shape_statistic(torch.tensor(pair.value.to_numpy())), rel_tol=1e-9)
+    excess = torch.tensor(pair.value.to_numpy() - control.value.to_numpy())
+    assert math.isclose(row.u_over_floor, u_shape_statistic(excess), rel_tol=1e-9)
+    assert row.u_over_floor > 1.5 and row.u_over_floor_ci_low > 1
+    assert math.isnan(row.p_value) and math.isnan(
+        u.loc[("verse_distance", "en-en:WEB"), "u_over_floor"]
+    )
+    # the interval: quantiles of U over verse resamples, recomputed verse by verse
+    scale = neuron_scale(stats["en"].example_mean)
+    from mlinguality.selectivity.scores import aligned_pair
+
+    d_pair = verse_distance(aligned_pair(stats["en"], stats["ru"]), scale)
+    d_ctrl = verse_distance(aligned_pair(stats["en"], stats["en:WEB"]), scale)
+    counts = bootstrap_counts(60, d_pair.shape[0], torch.Generator().manual_seed(4))
+    draws = []
+    for weights in counts:
+        picked = [i for i in range(len(weights)) for _ in range(int(weights[i]))]
+        draws.append(u_shape_statistic((d_pair[picked] - d_ctrl[picked]).double().mean(0)))
+    bias = np.mean(draws) - row.u_over_floor  # the bias-shifted percentile interval
+    low, high = np.quantile(draws, [0.025, 0.975]) - bias
+    assert math.isclose(row.u_over_floor_ci_low, low, rel_tol=1e-6)
+    assert math.isclose(row.u_over_floor_ci_high, high, rel_tol=1e-6)
