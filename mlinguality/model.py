@@ -168,6 +168,33 @@ def load_model(
     return bridge
 
 
+def set_threads(threads: int | None) -> int:
+    """Apply ``model.threads`` (``None``: torch's default) and return the thread count in use.
+
+    Warns when the machine is already busy: torch's CPU threads spin-wait for one another, so
+    on a machine whose load average reaches its core count, 2 threads on 2 cores ran small
+    matmuls ~20x and Gemma generation ~4-8x slower than 1 thread (docs/performance.md).
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    in_use = torch.get_num_threads()
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return in_use
+    cores = os.cpu_count() or 1
+    if in_use > 1 and load >= cores:
+        logger.warning(
+            "load average %.1f on %d cores: %d torch threads will wait for each other; "
+            "model.threads=1 (--set model.threads=1) is likely much faster while the machine "
+            "is shared",
+            load,
+            cores,
+            in_use,
+        )
+    return in_use
+
+
 def tiny_config(spec: str, seed: int = 0) -> TinyModelConfig | None:
     """The TinyModelConfig a ``"tiny"`` / ``"tiny:gpt2"`` spec stands for (else None)."""
     if spec != "tiny" and not spec.startswith("tiny:"):

@@ -226,3 +226,24 @@ def test_stale_conversion_temp_is_removed_and_conversion_is_locked(tmp_path, mon
     assert time.perf_counter() - start > 0.5  # waited for the holder
     holder.wait()
     assert len(conversions) == 2
+
+
+def test_set_threads_applies_the_count_and_warns_on_a_busy_machine(monkeypatch, caplog):
+    import os
+
+    import torch
+
+    from mlinguality.model import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
+        assert set_threads(2) == 2
+        assert "load average 9.0 on 2 cores" in caplog.text
+        caplog.clear()
+        assert set_threads(1) == 1 and caplog.text == ""  # one thread: nothing to contend
+        monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+        assert set_threads(2) == 2 and caplog.text == ""  # a quiet machine
+    finally:
+        torch.set_num_threads(before)

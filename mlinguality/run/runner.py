@@ -243,10 +243,10 @@ def _run_stages(config: RunConfig, run_dir: Path, log: StageLog, model, tracker)
     """Run (or reuse) every enabled stage in order; return the stage keys and origins."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    if config.model.threads is not None:
-        torch.set_num_threads(config.model.threads)
-
+    from mlinguality.model import set_threads
     from mlinguality.run import pipeline as stages
+
+    set_threads(config.model.threads)
 
     model_id = None
     if model is not None:

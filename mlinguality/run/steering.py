@@ -273,10 +273,9 @@ def _steer(args: argparse.Namespace) -> int:
     config = config.with_overrides(overrides)
     inputs = RunInputs(config)
     _, _, held_out = inputs.splits
-    if config.model.threads is not None:
-        import torch
+    from mlinguality.model import set_threads
 
-        torch.set_num_threads(config.model.threads)
+    set_threads(config.model.threads)
     out = run_steering(
         config,
         run_dir,
