@@ -157,6 +157,16 @@ def _convert_gemma(folder: Path) -> None:
             plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         plain.load_state_dict(quantised.state_dict(), assign=True)
         plain.tie_weights()
+        bad = next(
+            (
+                name
+                for name, tensor in plain.state_dict().items()
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+            ),
+            None,
+        )
+        if bad is not None:  # checked once here; cached loads check sizes and mtimes
+            raise ModelLoadError(f"{GEMMA_SPEC}: dequantised weight {bad} holds NaN or inf")
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         gguf_path.unlink()

@@ -154,7 +154,9 @@ def load_model(
     if isinstance(spec, TinyModelConfig):
         bridge = _load_tiny(spec, device, torch_dtype)
     elif str(spec) == GEMMA_SPEC:
-        bridge = _load_local_dir(ensure_gemma_cache(verify), device, torch_dtype)
+        # the cache's files were checked (finite weights included) when it was converted, and
+        # their sizes and mtimes (sha256 with verify) on every load
+        bridge = _load_local_dir(ensure_gemma_cache(verify), device, torch_dtype, verify)
     elif Path(spec).expanduser().exists():
         bridge = _load_local_dir(Path(spec).expanduser(), device, torch_dtype)
     elif isinstance(spec, str) and _looks_like_hub_name(spec):
@@ -249,10 +251,16 @@ def _load_tokenizer(folder: Path):
             f"model directory {folder}: no tokenizer files ({', '.join(_TOKENIZER_FILES[:3])}, ...); "
             "save the tokenizer there too (tokenizer.save_pretrained)"
         )
-    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    try:
+        # TransformerBridge wants add_bos_token=True and reloads any tokenizer without it
+        # (transformer_lens get_tokenizer_with_bos): asking for it here saves that second load
+        # of a 262k-entry tokenizer.json. Tokenizers that cannot add a BOS load as they are.
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True, add_bos_token=True)
+    except (ValueError, TypeError, AttributeError):
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
-def _load_local_dir(folder: Path, device: str, dtype: torch.dtype):
+def _load_local_dir(folder: Path, device: str, dtype: torch.dtype, check_finite: bool = True):
     from transformers import AutoModelForCausalLM
 
     if not folder.is_dir():
@@ -270,7 +278,8 @@ def _load_local_dir(folder: Path, device: str, dtype: torch.dtype):
         raise ModelLoadError(
             f"model directory {folder}: cannot load the weights ({first})"
         ) from None
-    _check_finite(hf_model, folder)
+    if check_finite:
+        _check_finite(hf_model, folder)
     return _boot(hf_model, tokenizer, str(folder), device, dtype)
 
 
