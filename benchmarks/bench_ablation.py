@@ -16,14 +16,18 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import add_model_and_corpus, load_bench_corpus, load_bench_model  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="gemma-3-270m", help="a model spec, or 'tiny'")
+    add_model_and_corpus(parser)
     parser.add_argument("--langs", default="en,fr,ru")
     parser.add_argument("--texts", type=int, default=6, help="evaluation verses per language")
     parser.add_argument("--seeds", type=int, default=1, help="random controls per language")
@@ -35,14 +39,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from mlinguality import TinyModelConfig, load_model
     from mlinguality.ablation.evaluation import encode_languages
     from mlinguality.ablation.matrix import ablation_matrix
-    from mlinguality.corpus import load_corpus
 
-    model = load_model(TinyModelConfig() if args.model == "tiny" else args.model)
+    model = load_bench_model(args.model)
     langs = args.langs.split(",")
-    corpus = load_corpus("bible", langs, books="Matthew", limit=args.texts, seed=1)
+    books = {"books": "Matthew"} if args.corpus == "bible" else {}
+    corpus = load_bench_corpus(args.corpus, langs, limit=args.texts, seed=1, **books)
     encoded = encode_languages(
         model.tokenizer,
         {lang: corpus.texts(lang) for lang in langs},

@@ -1,6 +1,10 @@
 """Benchmark activation collection on Gemma 3 270M over Bible verses (ratios within one run).
 
     python benchmarks/bench_collect.py --langs en,fr,ru,zh --verses 48
+    python benchmarks/bench_collect.py --model random:~/.cache/mlinguality/gemma-3-270m --device cuda
+
+``--model`` and ``--corpus`` take any spec and source (benchmarks/common.py), including a model
+with random weights built from a config (right for speed, meaningless for results).
 
 Prints a markdown table (docs/performance.md keeps the last one):
 (a) collect() vs a bare forward to the last block's MLP on the same batches (goal >= 0.95x);
@@ -21,7 +25,6 @@ import time
 
 import torch
 
-from mlinguality import load_model
 from mlinguality.activations.batching import pad_batch, pad_token_id, plan_batches, tokenize_texts
 from mlinguality.activations.collect import (
     _forward_to_last_hook,
@@ -30,7 +33,9 @@ from mlinguality.activations.collect import (
     word_final_prefix_loop,
 )
 from mlinguality.activations.reducer import StopForward
-from mlinguality.corpus import load_corpus
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import add_model_and_corpus, load_bench_corpus, load_bench_model  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:
@@ -69,15 +74,15 @@ def run_batches(model, texts, batches, mode: str) -> None:
                 )
 
 
-def peak_rss_child(n_verses: int, langs: list[str]) -> float:
+def peak_rss_child(n_verses: int, langs: list[str], model: str, corpus: str) -> float:
     """Peak RSS (GB) of a fresh process that loads the model and collects n_verses per language."""
     code = (
         "import torch; torch.set_num_threads(2)\n"
-        "from mlinguality import load_model\n"
+        f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+        "from common import load_bench_corpus, load_bench_model\n"
         "from mlinguality.activations.collect import collect\n"
-        "from mlinguality.corpus import load_corpus\n"
-        "model = load_model('gemma-3-270m')\n"
-        f"corpus = load_corpus('bible', {langs!r}, limit={n_verses})\n"
+        f"model = load_bench_model({model!r})\n"
+        f"corpus = load_bench_corpus({corpus!r}, {langs!r}, limit={n_verses})\n"
         f"collect(model, corpus, {langs!r}, progress=False)\n"
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork+exec from this (large) parent
         "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n"
@@ -99,21 +104,24 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--batch-tokens", type=int, default=4096, help="collect's batch_tokens")
+    add_model_and_corpus(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     langs = args.langs.split(",")
-    model = load_model("gemma-3-270m", device=args.device, dtype=args.dtype)
-    corpus = load_corpus("bible", langs, limit=args.verses)
+    model = load_bench_model(args.model, device=args.device, dtype=args.dtype)
+    corpus = load_bench_corpus(args.corpus, langs, limit=args.verses)
     # the very batches collect() runs: one length-sorted plan per language
     texts, batches = [], []
     for lang in langs:
         lang_texts = tokenize_texts(model.tokenizer, corpus.texts(lang))
-        plan = plan_batches([len(t.ids) for t in lang_texts], 4096, 64)
+        plan = plan_batches([len(t.ids) for t in lang_texts], args.batch_tokens, 64)
         batches += [[len(texts) + index for index in batch] for batch in plan]
         texts += lang_texts
     real_tokens = sum(len(t.ids) for t in texts)
 
     def do_collect(**kwargs):
+        kwargs.setdefault("batch_tokens", args.batch_tokens)
         return collect(model, corpus, langs, progress=False, **kwargs)
 
     rows = []
@@ -137,7 +145,7 @@ def main() -> None:
         )
     )
 
-    prefix_corpus = load_corpus("bible", langs[:1], limit=args.prefix_verses)
+    prefix_corpus = load_bench_corpus(args.corpus, langs[:1], limit=args.prefix_verses)
     prefix_texts = prefix_corpus.texts(langs[0])
     t_one = timed(
         lambda: collect(model, prefix_corpus, langs[:1], positions="word_final", progress=False), 1
@@ -168,8 +176,8 @@ def main() -> None:
     )
 
     if not args.skip_rss:
-        small = peak_rss_child(args.rss_verses, langs)
-        large = peak_rss_child(10 * args.rss_verses, langs)
+        small = peak_rss_child(args.rss_verses, langs, args.model, args.corpus)
+        large = peak_rss_child(10 * args.rss_verses, langs, args.model, args.corpus)
         rows.append(
             (
                 "(e) peak RSS, 10x examples",
@@ -180,7 +188,7 @@ def main() -> None:
         )
 
     print(
-        f"\nGemma 3 270M, {args.dtype}, {args.device}, {args.threads} threads; {len(langs)} languages "
+        f"\n{args.model}, {args.dtype}, {args.device}, {args.threads} threads; {len(langs)} languages "
         f"({args.langs}) x {args.verses} verses = {real_tokens} tokens in {len(batches)} batches; median of {args.repeats}\n"
     )
     print("| measure | ratio | goal | detail |\n|---|---|---|---|")

@@ -40,6 +40,7 @@ __all__ = [
     "TinyModelConfig",
     "ensure_gemma_cache",
     "load_model",
+    "model_in_dtype",
     "tiny_config",
     "validate_model",
 ]
@@ -195,6 +196,28 @@ def set_threads(threads: int | None) -> int:
             in_use,
         )
     return in_use
+
+
+def model_in_dtype(model, dtype: str | torch.dtype):
+    """``model`` with its weights and activations in ``dtype``: the model itself if it is in
+    ``dtype`` already, else a converted copy (the original is left as it was).
+
+    Used for ``ablation.dtype``: a bf16 copy for the ablation's forward passes of an fp32 run.
+    The copy equals loading the same weights in ``dtype`` directly.
+
+    >>> model = load_model(TinyModelConfig(n_layers=2, d_mlp=64))
+    >>> half = model_in_dtype(model, "bfloat16")
+    >>> next(half.parameters()).dtype, next(model.parameters()).dtype
+    (torch.bfloat16, torch.float32)
+    """
+    import copy
+
+    target = to_dtype(dtype)
+    if next(model.parameters()).dtype == target:
+        return model
+    hf_model = copy.deepcopy(model.original_model)
+    name = str(getattr(model.cfg, "model_name", "") or "model")
+    return _boot(hf_model, model.tokenizer, name, str(model.cfg.device), target)
 
 
 def tiny_config(spec: str, seed: int = 0) -> TinyModelConfig | None:

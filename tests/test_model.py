@@ -82,6 +82,27 @@ def test_bfloat16_dtype_is_applied():
     assert next(bridge.parameters()).dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("architecture", ["gemma3", "gpt2"])
+def test_a_model_in_another_dtype_equals_loading_it_so(architecture):
+    from mlinguality.ablation.hooks import ablate, mask_from_pairs
+    from mlinguality.model import model_in_dtype
+
+    spec = TinyModelConfig(architecture=architecture, n_layers=2, d_mlp=64)
+    model = load_model(spec)
+    half = model_in_dtype(model, "bfloat16")
+    ids = model.tokenizer(["Blessed are the meek."], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(half(ids), load_model(spec, dtype="bfloat16")(ids))
+        assert next(model.parameters()).dtype == torch.float32  # the original is untouched
+        assert model(ids).dtype == torch.float32
+        mask = mask_from_pairs([(layer, n) for layer in (0, 1) for n in range(32)], 2, 64)
+        with ablate(half, mask) as hooks:  # hooks act on the copy
+            ablated = half(ids)
+    assert all(record.calls == 1 for record in hooks.records.values())
+    assert not torch.equal(ablated, half(ids))
+    assert model_in_dtype(model, "float32") is model
+
+
 def test_directory_without_tokenizer_is_refused(tmp_path):
     config = TinyModelConfig()
     build_tiny_hf_model(config, 400).save_pretrained(tmp_path)

@@ -359,6 +359,52 @@ def ablation_matrix(
     )
 
 
+def join_matrices(
+    parts: Sequence[AblationMatrix],
+    rows: Sequence[str],
+    baseline: Mapping[str, LanguageLoss],
+) -> AblationMatrix:
+    """One matrix from parts of the same configuration that each ran some of its cells.
+
+    A part is an :func:`ablation_matrix` of some rows (one row per progress step) or of a single
+    (row, language) cell (cells spread over processes, ``run/distributed.py``). The joined
+    matrix lists rows, cells and controls in the order one :func:`ablation_matrix` call over
+    every row and the columns of ``baseline`` would, so its CSV and summary are the same.
+
+    Raises:
+        MlingualityError: no parts.
+    """
+    if not parts:
+        raise MlingualityError("join_matrices: no parts to join")
+    langs = list(baseline)
+    ablated: dict[str, dict[str, LanguageLoss]] = {}
+    random: dict[str, list[LanguageLoss]] = {}
+    random_activity: dict[str, list[LanguageLoss]] = {}
+    n_neurons: dict[str, int] = {}
+    for part in parts:
+        for row, cells in part.ablated.items():
+            ablated.setdefault(row, {}).update(cells)
+        random.update(part.random)
+        random_activity.update(part.random_activity)
+        n_neurons.update(part.n_neurons)
+    return AblationMatrix(
+        langs=langs,
+        rows=list(rows),
+        mode=parts[0].mode,
+        baseline={lang: baseline[lang] for lang in langs},
+        ablated={
+            row: {lang: ablated[row][lang] for lang in langs if lang in ablated[row]}
+            for row in rows
+            if row in ablated
+        },
+        random={row: random[row] for row in rows if row in random},
+        n_neurons={row: n_neurons[row] for row in rows if row in n_neurons},
+        meta=dict(parts[0].meta),
+        random_activity={row: random_activity[row] for row in rows if row in random_activity},
+        positions=parts[0].positions,
+    )
+
+
 def compare_selections(
     model,
     encoded: Mapping[str, EncodedTexts],

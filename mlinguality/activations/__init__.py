@@ -1,7 +1,9 @@
 """Stage 3: MLP activations over a corpus, streamed into mergeable per-language statistics.
 
 ``batching`` tokenizes once and plans length-sorted batches; ``collect`` runs the hooks;
-``stats`` holds :class:`ActivationStats` (sums, counts, max; saved as safetensors).
+``stats`` holds :class:`ActivationStats` (sums, counts, max; saved as safetensors);
+``distributed`` splits a collection into token-balanced shards and all-reduces the statistics
+(torchrun, ``mlinguality collect --shard``).
 """
 
 from mlinguality.activations.batching import pad_token_id, plan_batches, tokenize_texts

@@ -23,7 +23,9 @@ positions, BOS, hook, ...; see :data:`PROVENANCE`) with a one-line error naming 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +48,16 @@ PROVENANCE = (
     "hook",
     "gate_hook",
     "per_example",
+    "corpus",  # fingerprint of the whole corpus, set on shards (activations/distributed.py)
+)
+
+
+# The per-example tensors: one row per entry of ``example_ids``.
+EXAMPLE_TENSORS = (
+    "example_n_tokens",
+    "example_mean",
+    "example_frac_positive",
+    "example_frac_gate_positive",
 )
 
 
@@ -199,19 +211,17 @@ class ActivationStats:
 
     __add__ = merge
 
+    def reorder(self, order: Sequence[int]) -> ActivationStats:
+        """The same statistics with the examples (ids and per-example rows) in ``order``."""
+        fields = {"example_ids": [self.example_ids[index] for index in order]}
+        for name in EXAMPLE_TENSORS:
+            value = getattr(self, name)
+            fields[name] = value[list(order)] if value is not None else None
+        return dataclasses.replace(self, **fields)
+
     # --- persistence ------------------------------------------------------------------------
 
-    _TENSORS = (
-        "sum",
-        "m2",
-        "n_positive",
-        "max",
-        "n_gate_positive",
-        "example_n_tokens",
-        "example_mean",
-        "example_frac_positive",
-        "example_frac_gate_positive",
-    )
+    _TENSORS = ("sum", "m2", "n_positive", "max", "n_gate_positive", *EXAMPLE_TENSORS)
 
     def save(self, path: str | Path) -> Path:
         """Write one safetensors file atomically (temp file, then rename)."""

@@ -136,6 +136,10 @@ class ParallelCorpus:
         chosen = sorted(random.Random(seed).sample(range(len(self)), n))
         return self._with([self.examples[i] for i in chosen])
 
+    def subset(self, indices: Sequence[int]) -> ParallelCorpus:
+        """The examples at ``indices``, in that order (a shard of a collection, say)."""
+        return self._with([self.examples[index] for index in indices])
+
     def take(self, n: int) -> ParallelCorpus:
         """The first ``n`` examples."""
         if n < 0:

@@ -12,6 +12,10 @@ Subcommands:
     ablation-matrix           ablation matrices for many selection metrics, rates and modes
     profile                   per-layer selectivity profile and U-shape test on Bible verses
     word-final                one-pass word_final against the per-prefix loop
+    collect CONFIG --shard I/N --out DIR    one shard of a run's statistics (no torch.distributed)
+    merge DIR... --out DIR    merge shard folders (refuses other models, settings, corpora)
+
+Under ``torchrun -m mlinguality run CONFIG`` the run is spread over the ranks (run/distributed.py).
 """
 
 from __future__ import annotations
@@ -64,10 +68,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:  # the resolved config, and nothing run
         sys.stdout.write(config.dump())
         return 0
+    from mlinguality.run.distributed import run_team, world_size
     from mlinguality.run.runner import run_experiment  # heavy imports only once the config is valid
 
-    run_dir = run_experiment(config, resume=args.resume)
-    sys.stdout.write(f"report: {run_dir / 'report.md'}\n")
+    if world_size() > 1:  # under torchrun: rank 0 leads, the others serve (run/distributed.py)
+        run_dir = run_team(config, resume=args.resume)
+    else:
+        run_dir = run_experiment(config, resume=args.resume)
+    if run_dir is not None:
+        sys.stdout.write(f"report: {run_dir / 'report.md'}\n")
     return 0
 
 
@@ -139,10 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_model_check)
 
     from mlinguality.corpus.cli import add_corpus_commands
+    from mlinguality.run.shards import add_shard_commands
     from mlinguality.run.steering import add_steer_command
 
     add_corpus_commands(commands)
     add_steer_command(commands)
+    add_shard_commands(commands)
 
     run = commands.add_parser(
         "run", help="run the whole pipeline from a YAML config", allow_abbrev=False

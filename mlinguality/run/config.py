@@ -128,6 +128,9 @@ class CollectionConfig(_Section):
         include_bos: Count the BOS position too (off: it is the same token in every language).
         per_example: Keep per-sentence means (needed by permutation tests, bootstrap, AUROC).
         batch_tokens: Padded tokens per forward batch (memory/speed knob, not a result).
+        stats: A folder of statistics merged by ``mlinguality merge`` to start from instead of
+            collecting (checked against this config: model, dtype, positions, BOS, corpus;
+            docs/scaling.md).
     """
 
     _key = "collection"
@@ -135,6 +138,7 @@ class CollectionConfig(_Section):
     include_bos: bool = False
     per_example: bool = True
     batch_tokens: int = 4096
+    stats: str | None = None
 
     def validate(self) -> None:
         if self.batch_tokens < 1:
@@ -204,6 +208,10 @@ class AblationConfig(_Section):
             drawn from neurons of the same firing rate on the selection data).
         eval_limit: Held-out examples per language evaluated (``None``: the whole split).
         batch_tokens: Padded tokens per forward batch (logits are batch x pos x vocab floats).
+        dtype: Precision of the ablation's forward passes (``None``: the model's dtype);
+            another dtype evaluates a converted copy of the model. The evaluations are most
+            of a run's time; ``"bfloat16"`` trades the bf16 rounding of every cell for speed
+            (unmeasured on Gemma, docs/performance.md).
     """
 
     _key = "ablation"
@@ -214,6 +222,7 @@ class AblationConfig(_Section):
     activity_control: bool = True
     eval_limit: int | None = 40  # each of L*(L+1+n_random) evaluations runs these per language
     batch_tokens: int = 512  # Gemma's 262k vocabulary: 512 tokens of logits are 0.5 GB
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None  # None: as model.dtype
 
     def validate(self) -> None:
         if self.n_random < 0:

@@ -23,6 +23,7 @@ class RunInputs:
         self.config = config
         self._model = None
         self._splits = None
+        self.team = None  # under torchrun, this rank's Team (run/distributed.py)
 
     @property
     def model(self):

@@ -1,11 +1,13 @@
 """The runner's four stage steps: read the inputs, call the library stage, write the files.
 
-Each step reads only the run folder (and, for collect and ablate, the model and corpus) and
-writes exactly the outputs :mod:`mlinguality.run.runner` lists for it, so any finished step can be
-reused from the folder or the stage cache. The science lives in the library modules
+Each step reads only the run folder (and, for collect and ablate, the model and corpus; for
+collect, ``collection.stats`` if set) and writes exactly the outputs
+:mod:`mlinguality.run.runner` lists for it, so any finished step can be reused from the folder
+or the stage cache. The science lives in the library modules
 (:mod:`~mlinguality.activations.collect`, :mod:`~mlinguality.selectivity.profile`, :mod:`~mlinguality.selectivity.selection`,
 :mod:`~mlinguality.ablation.hooks`, :mod:`~mlinguality.ablation.matrix`); nothing here computes a
-number of its own.
+number of its own. Under torchrun, collect and ablate hand their work to the ranks
+(:mod:`mlinguality.run.distributed`); the files written are the same.
 """
 
 from __future__ import annotations
@@ -38,17 +40,24 @@ def collect(config: RunConfig, inputs, run_dir: Path, checkpoints: Path) -> None
 
     corpus, select, evaluate = inputs.splits
     coll = config.collection
-    stats = collect_stats(
-        inputs.model,
-        select,
-        config.collection_langs,  # corpus.langs and the same-language controls
-        positions=coll.positions,
-        include_bos=coll.include_bos,
-        per_example=coll.per_example,
-        batch_tokens=coll.batch_tokens,
-        checkpoint_dir=checkpoints,
-        progress=True,
-    )
+    if coll.stats is not None:  # merged shards (mlinguality collect --shard, merge)
+        from mlinguality.run.shards import load_merged
+
+        stats = load_merged(config, inputs, Path(coll.stats))
+    elif inputs.team is not None:  # torchrun: every rank collects a shard (run/distributed.py)
+        stats = inputs.team.collect(inputs, config, checkpoints)
+    else:
+        stats = collect_stats(
+            inputs.model,
+            select,
+            config.collection_langs,  # corpus.langs and the same-language controls
+            positions=coll.positions,
+            include_bos=coll.include_bos,
+            per_example=coll.per_example,
+            batch_tokens=coll.batch_tokens,
+            checkpoint_dir=checkpoints,
+            progress=True,
+        )
     save_stats(stats, run_dir / "stats")
     shutil.rmtree(checkpoints, ignore_errors=True)
     info = {
@@ -141,67 +150,52 @@ def load_masks(run_dir: str | Path) -> dict[str, Bool[Tensor, "layer d_mlp"]]:
     return {lang: mask.bool() for lang, mask in load_file(str(path)).items()}
 
 
-def ablate(config: RunConfig, inputs, run_dir: Path) -> None:
-    """Ablation matrix on the held-out split -> ``ablation.csv``, ``ablation.json``, heatmap."""
-    from tqdm.auto import tqdm
-
-    from mlinguality.ablation.evaluation import encode_languages, evaluate_languages
-    from mlinguality.ablation.hooks import firing_rate, mean_activation
-    from mlinguality.ablation.matrix import AblationMatrix, ablation_matrix
-    from mlinguality.ablation.outputs import plot_matrices, write_csv
+def encode_held_out(config: RunConfig, inputs):
+    """The held-out examples the ablation evaluates, and their tokenized batches per language."""
+    from mlinguality.ablation.evaluation import encode_languages
 
     ab = config.ablation
     _, _, held_out = inputs.splits
     if ab.eval_limit is not None:
         held_out = held_out.sample(ab.eval_limit, config.seed)
-    model = inputs.model
-    langs = list(config.corpus.langs)
     encoded = encode_languages(
-        model.tokenizer,
-        {lang: held_out.texts(lang) for lang in langs},
+        inputs.model.tokenizer,
+        {lang: held_out.texts(lang) for lang in config.corpus.langs},
         batch_tokens=ab.batch_tokens,
         device=config.model.device,
     )
+    return held_out, encoded
+
+
+def ablation_model(config: RunConfig, inputs):
+    """The model the ablation evaluates: the run's, or a copy in ``ablation.dtype``."""
+    from mlinguality.model import model_in_dtype
+
+    if config.ablation.dtype is None:
+        return inputs.model
+    return model_in_dtype(inputs.model, config.ablation.dtype)
+
+
+def ablate(config: RunConfig, inputs, run_dir: Path) -> None:
+    """Ablation matrix on the held-out split -> ``ablation.csv``, ``ablation.json``, heatmap."""
+    from mlinguality.ablation.hooks import firing_rate, mean_activation
+    from mlinguality.ablation.outputs import plot_matrices, write_csv
+
+    ab = config.ablation
+    held_out, encoded = encode_held_out(config, inputs)
+    langs = list(config.corpus.langs)
     saved = load_masks(run_dir)
     masks = {lang: saved[lang] for lang in langs if lang in saved}  # rows in config order
     stats = _load(config, run_dir)
     mean = mean_activation(stats) if ab.mode == "mean" else None
     activity = firing_rate(stats) if ab.activity_control else None
     meta = {"metric": config.selectivity.select_metric, "top_rate": config.selectivity.top_rate}
-    with torch.no_grad():
-        baseline = evaluate_languages(model, encoded)
-        parts = []
-        # one row (a language's neurons ablated, every language evaluated) per step of the bar
-        for lang in tqdm(masks, desc="ablation rows", unit="row"):
-            parts.append(
-                ablation_matrix(
-                    model,
-                    encoded,
-                    {lang: masks[lang]},
-                    ab.mode,
-                    mean=mean,
-                    n_seeds=ab.n_random,
-                    seed=config.seed,
-                    baseline=baseline,
-                    meta=meta,
-                    positions=ab.positions,
-                    activity=activity,
-                )
-            )
-    matrix = AblationMatrix(
-        langs=langs,
-        rows=list(masks),
-        mode=ab.mode,
-        baseline=baseline,
-        ablated={row: cells for part in parts for row, cells in part.ablated.items()},
-        random={lang: losses for part in parts for lang, losses in part.random.items()},
-        n_neurons={row: n for part in parts for row, n in part.n_neurons.items()},
-        meta=meta,
-        random_activity={
-            lang: losses for part in parts for lang, losses in part.random_activity.items()
-        },
-        positions=ab.positions,
-    )
+    if inputs.team is not None:  # torchrun: the evaluations are split across the ranks
+        matrix = inputs.team.ablate(inputs, config, encoded, (masks, mean, activity, meta))
+    else:
+        model = ablation_model(config, inputs)
+        matrix = _ablation_rows(config, model, encoded, masks, mean, activity, meta)
+    baseline = matrix.baseline
     write_csv([matrix], run_dir / "ablation.csv")
     plot_matrices([matrix], run_dir / "ablation.png", ncols=1)
     dominance = matrix.dominance()
@@ -225,6 +219,36 @@ def ablate(config: RunConfig, inputs, run_dir: Path) -> None:
         "per_lang": _finite(dominance.per_lang),
     }
     (run_dir / "ablation.json").write_text(json.dumps(record, indent=1))
+
+
+def _ablation_rows(config: RunConfig, model, encoded, masks, mean, activity, meta):
+    """The ablation matrix in this process, one row (a language's neurons ablated, every
+    language evaluated) per step of the progress bar."""
+    from tqdm.auto import tqdm
+
+    from mlinguality.ablation.evaluation import evaluate_languages
+    from mlinguality.ablation.matrix import ablation_matrix, join_matrices
+
+    ab = config.ablation
+    with torch.no_grad():
+        baseline = evaluate_languages(model, encoded)
+        parts = [
+            ablation_matrix(
+                model,
+                encoded,
+                {lang: masks[lang]},
+                ab.mode,
+                mean=mean,
+                n_seeds=ab.n_random,
+                seed=config.seed,
+                baseline=baseline,
+                meta=meta,
+                positions=ab.positions,
+                activity=activity,
+            )
+            for lang in tqdm(masks, desc="ablation rows", unit="row")
+        ]
+    return join_matrices(parts, list(masks), baseline)
 
 
 def _finite(value: Any) -> Any:

@@ -191,7 +191,9 @@ def _check_names(config: RunConfig) -> None:
             )
 
 
-def run_experiment(config: RunConfig, resume: str | Path | None = None, model=None) -> Path:
+def run_experiment(
+    config: RunConfig, resume: str | Path | None = None, model=None, team=None
+) -> Path:
     """Run (or resume) the whole pipeline; return the run folder.
 
     Args:
@@ -201,6 +203,8 @@ def run_experiment(config: RunConfig, resume: str | Path | None = None, model=No
             load; or your own TransformerBridge); by default ``config.model.spec`` is loaded
             when a stage first needs it. Cached stages are then keyed on its weights
             (:func:`~mlinguality.fingerprint.model_fingerprint`), not on ``model.spec``.
+        team: Under torchrun, rank 0's :class:`~mlinguality.run.distributed.Team`: collection
+            and ablation are then shared with the other ranks (:mod:`mlinguality.run.distributed`).
     """
     cache_writable = preflight(config)
     start = time.perf_counter()
@@ -221,7 +225,7 @@ def run_experiment(config: RunConfig, resume: str | Path | None = None, model=No
         # W&B opens now, with the config, so a long run shows live progress (and a crash shows)
         tracker = Tracker(config.tracking, config.to_dict(), run_dir, name=run_dir.name)
         tracker.start()
-        keys, origins = _run_stages(config, run_dir, log, model, tracker)
+        keys, origins = _run_stages(config, run_dir, log, model, tracker, team)
         from mlinguality.run.report import write_report
 
         total = time.perf_counter() - start
@@ -239,7 +243,7 @@ def run_experiment(config: RunConfig, resume: str | Path | None = None, model=No
     return run_dir
 
 
-def _run_stages(config: RunConfig, run_dir: Path, log: StageLog, model, tracker):
+def _run_stages(config: RunConfig, run_dir: Path, log: StageLog, model, tracker, team=None):
     """Run (or reuse) every enabled stage in order; return the stage keys and origins."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -256,6 +260,7 @@ def _run_stages(config: RunConfig, run_dir: Path, log: StageLog, model, tracker)
     keys = stage_keys(config, model_id)
     inputs = RunInputs(config)
     inputs._model = model
+    inputs.team = team
     home = log.cache_dir if log.cache_writable else run_dir
     clean_stale_temps(home)
     partial, lock = _checkpoint_dir(home, run_dir, keys["collect"], config.collection.batch_tokens)
@@ -271,6 +276,8 @@ def _run_stages(config: RunConfig, run_dir: Path, log: StageLog, model, tracker)
 
         steps.append(("steer", lambda: steer(config, inputs, run_dir)))
     origins: dict[str, str] = {}
+    # under torchrun the other ranks serve collect and ablate, then go (run/distributed.py)
+    shared = [stage for stage, _ in steps if stage in ("collect", "ablate")][-1]
     try:
         for done, (stage, compute) in enumerate(steps, start=1):
             try:
@@ -278,6 +285,8 @@ def _run_stages(config: RunConfig, run_dir: Path, log: StageLog, model, tracker)
             finally:
                 if stage == "collect":
                     _release(lock, home, run_dir)
+            if team is not None and stage == shared:
+                team.stop()
             tracker.log_stage(stage, done, len(steps), log.entries[stage]["seconds"])
     finally:
         _release(lock, home, run_dir)

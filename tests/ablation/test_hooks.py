@@ -436,3 +436,41 @@ def test_ablation_matrix_activity_control_row_equals_direct_evaluation(tiny_mode
     assert math.isclose(dom.own_minus_random_activity, dom.own_rise - expected, rel_tol=1e-9)
     rows = [r for r in matrix.records() if r["ablated"] == ACTIVITY_ROW]
     assert len(rows) == 4 and {r["positions"] for r in rows} == {"all"}
+
+
+def test_a_matrix_joined_from_single_cells_equals_one_call(tiny_model):
+    """What torchrun ranks do (run/distributed.py): every (row, language) cell on its own, the
+    parts joined in any order, give the one-call matrix: same cells, controls, CSV rows."""
+    import random
+
+    from mlinguality.ablation.matrix import join_matrices
+
+    d_mlp = tiny_model.cfg.d_mlp
+    sets = {
+        "en": mask_from_pairs([(0, n) for n in range(8)], 2, d_mlp),
+        "fr": mask_from_pairs([(1, n) for n in range(5)], 2, d_mlp),
+        "ru": torch.zeros(2, d_mlp, dtype=torch.bool),  # empty: no row
+    }
+    activity = torch.rand(2, d_mlp, generator=torch.Generator().manual_seed(4))
+    encoded = encode_languages(tiny_model.tokenizer, EVAL)
+    options = {"n_seeds": 2, "seed": 3, "activity": activity, "meta": {"metric": "toy"}}
+    whole = ablation_matrix(tiny_model, encoded, sets, **options)
+    cells = [(row, lang) for row in sets for lang in EVAL]
+    random.Random(0).shuffle(cells)
+    parts = [
+        ablation_matrix(
+            tiny_model,
+            {lang: encoded[lang]},
+            {row: sets[row]},
+            baseline={lang: whole.baseline[lang]},
+            **options,
+        )
+        for row, lang in cells
+    ]
+    joined = join_matrices(parts, list(sets), whole.baseline)
+    assert joined.records() == whole.records()
+    assert joined.row_labels == whole.row_labels == ["en", "fr", "ru", "random", "random_activity"]
+    assert joined.n_neurons == whole.n_neurons == {"en": 8, "fr": 5, "ru": 0}
+    assert joined.dominance().to_dict() == pytest.approx(whole.dominance().to_dict(), nan_ok=True)
+    with pytest.raises(MlingualityError, match="no parts"):
+        join_matrices([], ["en"], whole.baseline)

@@ -126,16 +126,6 @@ def _stages(run_dir: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def tiny4():
-    from mlinguality import TinyModelConfig, load_model
-
-    # what model.spec "tiny" stands for (runner docs): 4 layers, d_mlp 64, seeded by config.seed
-    return load_model(
-        TinyModelConfig(architecture="gemma3", n_layers=4, d_model=32, d_mlp=64, seed=0)
-    )
-
-
 def _splits(root: Path):
     from mlinguality.corpus import load_corpus
 

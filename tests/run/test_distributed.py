@@ -1,0 +1,144 @@
+"""torchrun runs: 2 gloo processes on CPU with the tiny model equal the one-process run.
+
+The processes are real (``python -m torch.distributed.run --standalone``), so these tests also
+cover the process group set-up, the task loop of the serving rank and the one-line errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlinguality.activations.distributed import ShardError, shard_examples
+from mlinguality.activations.stats import load_stats
+from tests.run.test_runner import _config, _write_corpus
+from tests.utils import assert_close
+
+_ENV = dict(
+    os.environ,
+    PYTHONPATH=str(Path(__file__).resolve().parents[2]),  # this checkout's package
+    OMP_NUM_THREADS="1",
+    MLINGUALITY_DIST_TIMEOUT_S="120",  # a test that would hang fails instead
+)
+
+
+def _torchrun(n: int, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nnodes", "1", "--nproc-per-node", str(n), *args]
+    return subprocess.run(command, env=_ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def one_and_two_ranks(one: Path, two: Path, timeout: float = 600) -> None:
+    """Run config file ``one`` in one process and ``two`` with 2 gloo ranks (torchrun)."""
+    single = subprocess.run(
+        [sys.executable, "-m", "mlinguality", "run", str(one)],
+        env=_ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    team = _torchrun(2, "-m", "mlinguality", "run", str(two), timeout=timeout)
+    assert team.returncode == 0, team.stderr[-3000:]
+
+
+def ablation_cells(run: Path) -> dict[tuple[str, str, str], float]:
+    """Bits per byte of every (ablated, seed, lang) row of a run's ablation.csv."""
+    with (run / "ablation.csv").open() as handle:
+        return {
+            (row["ablated"], row["seed"], row["lang"]): float(row["bits_per_byte"])
+            for row in csv.DictReader(handle)
+        }
+
+
+def _write_config(root: Path, name: str) -> Path:
+    config = _config(
+        root / name,
+        corpus={"source": str(root / "corpus.jsonl")},
+        tracking={"wandb": "disabled"},
+        model={"spec": "tiny", "threads": 1},
+    )
+    path = root / f"{name}.yaml"
+    config.dump(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same tiny run with 1 process and with 2 gloo processes (torchrun)."""
+    root = tmp_path_factory.mktemp("distributed")
+    _write_corpus(root / "corpus.jsonl")
+    one_and_two_ranks(_write_config(root, "one"), _write_config(root, "two"))
+    (run_one,) = (root / "one" / "runs").iterdir()
+    (run_two,) = (root / "two" / "runs").iterdir()
+    return run_one, run_two
+
+
+def test_two_ranks_collect_the_statistics_of_one_process(runs):
+    one, two = (load_stats(run / "stats") for run in runs)
+    assert list(one) == list(two)
+    for lang in one:
+        a, b = one[lang], two[lang]
+        assert a.n_tokens == b.n_tokens and a.example_ids == b.example_ids
+        assert torch.equal(a.n_positive, b.n_positive)  # counts: exactly
+        assert torch.equal(a.n_gate_positive, b.n_gate_positive)
+        assert torch.equal(a.example_n_tokens, b.example_n_tokens)
+        assert torch.equal(a.max, b.max)
+        # sums: other batch compositions, float32 within a batch (tests/utils.py "fp32")
+        assert_close(b.sum, a.sum, "fp32")
+        assert_close(b.m2, a.m2, "fp32")
+        assert_close(b.example_mean, a.example_mean, "fp32")
+        assert_close(b.example_frac_gate_positive, a.example_frac_gate_positive, "fp32")
+
+
+def test_two_ranks_select_and_ablate_like_one_process(runs):
+    one, two = runs
+    for name in ("selectivity.csv", "selected_neurons.csv"):
+        assert (one / name).read_text() == (two / name).read_text(), name
+    a, b = ablation_cells(one), ablation_cells(two)
+    assert a.keys() == b.keys() and len(a) > 5
+    assert {key[0] for key in a} >= {"random", "random_activity"}  # both controls ran
+    for key, value in a.items():
+        assert b[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    summary = [json.loads((run / "ablation.json").read_text())["dominance"] for run in runs]
+    assert summary[0].keys() == summary[1].keys()
+
+
+def test_ranks_started_with_other_configs_stop_with_one_line(tmp_path):
+    script = tmp_path / "mismatch.py"
+    script.write_text(
+        "import os, sys\n"
+        "from mlinguality.run.cli import main\n"
+        "seed = os.environ['RANK']\n"
+        f"main(['run', {str(tmp_path / 'cfg.yaml')!r}, '--set', 'seed=' + seed])\n"
+    )
+    _write_corpus(tmp_path / "corpus.jsonl")
+    config = _config(tmp_path, corpus={"source": str(tmp_path / "corpus.jsonl")})
+    config.dump(tmp_path / "cfg.yaml")
+    result = _torchrun(2, str(script), timeout=300)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("mlinguality: error")]
+    assert lines, result.stderr[-2000:]
+    assert lines[0] == (
+        "mlinguality: error: torchrun: rank 1 was started with another config than rank 0 "
+        "(seed differs)"
+    )
+
+
+def test_shards_are_balanced_by_tokens_and_deterministic():
+    weights = [37, 5, 22, 22, 9, 41, 3, 18, 30, 12]
+    shards = shard_examples(weights, 3)
+    assert sorted(i for shard in shards for i in shard) == list(range(10))
+    loads = [sum(weights[i] for i in shard) for shard in shards]
+    assert max(loads) - min(loads) <= max(weights)  # greedy bound
+    assert loads == [68, 67, 64]
+    assert shard_examples(weights, 3) == shards
+    with pytest.raises(ShardError, match="3 shards \\(ranks\\) for 2 examples"):
+        shard_examples([4, 5], 3)
