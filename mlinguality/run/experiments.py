@@ -28,11 +28,9 @@ def _csv(text: str) -> list[str]:
 
 
 def _model(spec: str, threads: int):
-    import torch
+    from mlinguality.model import load_model, set_threads
 
-    from mlinguality.model import load_model
-
-    torch.set_num_threads(threads)
+    set_threads(threads)
     return load_model(spec)
 
 
