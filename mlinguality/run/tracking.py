@@ -95,7 +95,9 @@ class Tracker:
         self.config = config
         self.mode: Mode = resolve_mode(config.wandb)
         self.run_config = _with_mode(run_config, self.mode)
-        self.run_dir = Path(run_dir)
+        # absolute: wandb's service process resolves a relative dir against its own working
+        # directory (the first wandb.init's), which put run files beside the repository
+        self.run_dir = Path(run_dir).resolve()
         self.name = name
         self.run: Any = None
         self.owned = True  # False inside a run the user opened: never finish that one

@@ -258,6 +258,12 @@ def test_selection_and_summary_agree_with_the_files(first_run):
     assert "en:alt" not in saved, "a control language is never selected from"
     report = (run_dir / "report.md").read_text()
     assert "same-language floor" in report and "activity-matched random control" in report
+    verse_u = u_shape[(u_shape["metric"] == "verse_distance") & ~u_shape["control"]]
+    headline = summary["selectivity"]["verse_distance_u_over_floor"]
+    assert set(headline) == {"en-fr", "en-ru"} == set(verse_u["pair"])
+    for row in verse_u.itertuples():
+        assert headline[row.pair][0] == pytest.approx(row.u_over_floor)
+    assert "U of the per-verse distance minus the same-language floor" in report
 
 
 def test_offline_wandb_run_mirrors_the_run(first_run):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,21 @@ def test_a_users_open_run_is_joined_and_left_open(tmp_path):
     assert run.name == "notebook" and run.summary["mine/x"] == 1.0
     assert run.summary["selectivity/u_shape"] == 1.25  # our results went into the user's run
     assert run.config["tracking"]["wandb"] == "offline"
+
+
+def test_wandb_gets_an_absolute_run_folder(tmp_path, monkeypatch):
+    """A relative run folder reaches wandb.init as an absolute path (wandb's service process
+    has its own working directory, and put relative run files beside the repository)."""
+    import wandb
+
+    seen = {}
+
+    def fake_init(**kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(wandb, "init", fake_init)
+    monkeypatch.chdir(tmp_path)
+    tracker = Tracker(TrackingConfig(wandb="offline"), {}, Path("runs/x-1"), name="x")
+    tracker.start()
+    assert seen["dir"] == str(tmp_path.resolve() / "runs" / "x-1")
