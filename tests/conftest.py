@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# a W&B run opened without dir= (docs/wandb.md's "your own run") goes here, not into the repo
+os.environ.setdefault("WANDB_DIR", tempfile.mkdtemp(prefix="mlinguality-tests-wandb-"))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
