@@ -343,9 +343,9 @@ def selectivity_profile(
         for lang in main_langs:
             per_example = 1 - example_flatness(stats[lang])
             counts = bootstrap_counts(n_bootstrap, per_example.shape[0], generator).double()
-            boot = (counts @ per_example) / counts.sum(1, keepdim=True)
             draws = ScoreDraws(
-                observed=per_example.mean(0), bootstrap=boot if n_bootstrap else None
+                observed=per_example.mean(0),
+                bootstrap=_resampled_means(counts if n_bootstrap else None, per_example),
             )
             rows += _rows("concentration", lang, draws, level, math.nan)
             u_rows.append(_u_row("concentration", lang, draws, level))
