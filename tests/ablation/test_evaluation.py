@@ -169,3 +169,67 @@ def test_leading_special_token_is_context_and_never_scored(model_and_oracle):
         expected.append(float(-log_probs.gather(1, ids[0, 1:, None]).sum()))
     loss = evaluate(bridge, encoded)
     assert_close(loss.text_nll, torch.tensor(expected, dtype=torch.float64), "fp32_model")
+
+
+def _capped(cap: float | None):
+    """A tiny Gemma 3 bridge and its oracle, both with Gemma 2's final logit soft cap."""
+    config = TinyModelConfig(architecture="gemma3", n_layers=2, d_mlp=48, seed=7)
+    bridge = load_model(config)
+    oracle = build_tiny_hf_model(config, len(build_tiny_tokenizer(config)))
+    for model in (bridge.original_model, oracle):
+        model.config.final_logit_softcapping = cap
+    return bridge, oracle
+
+
+def test_scored_positions_streamed_through_the_head_equal_the_oracle(model_and_oracle, monkeypatch):
+    """Vocabulary blocks that do not divide the vocabulary, and flushes of a few positions at a
+    time across batches, give the unpadded batch-1 NLL of the plain transformers model."""
+    from mlinguality.ablation import evaluation
+
+    bridge, oracle = model_and_oracle
+    monkeypatch.setattr(evaluation, "_VOCAB_CHUNK", 37)
+    monkeypatch.setattr(evaluation, "_UNEMBED_ROWS", 5)
+    assert evaluation._packed_unembedding_ok(
+        bridge, encode_texts(bridge.tokenizer, TEXTS).batches[0]
+    )
+    loss = evaluate(bridge, encode_texts(bridge.tokenizer, TEXTS, "mix", batch_tokens=40))
+    expected = torch.tensor([_oracle_text_nll(oracle, bridge.tokenizer, t) for t in TEXTS])
+    assert_close(loss.text_nll, expected, "fp32_model")
+
+
+def test_soft_capped_logits_keep_the_packed_path_and_the_oracle_loss():
+    from mlinguality.ablation import evaluation
+
+    bridge, oracle = _capped(0.01)
+    encoded = encode_texts(bridge.tokenizer, TEXTS, "mix", batch_tokens=40)
+    assert evaluation._packed_unembedding_ok(bridge, encoded.batches[0])
+    expected = torch.tensor([_oracle_text_nll(oracle, bridge.tokenizer, t) for t in TEXTS])
+    uncapped = torch.tensor(
+        [_oracle_text_nll(_capped(None)[1], bridge.tokenizer, t) for t in TEXTS]
+    )
+    assert (expected - uncapped).abs().max() > 1.0, "the cap must change the loss"
+    assert_close(evaluate(bridge, encoded).text_nll, expected, "fp32_model")
+
+
+def test_a_head_that_is_not_the_logits_falls_back_to_full_forwards(monkeypatch, caplog):
+    """If the linear head alone does not give the logits (here: the cap is ignored), the first
+    call notices on its probe, warns, and every result comes from full forwards."""
+    from mlinguality.ablation import evaluation
+
+    bridge, oracle = _capped(0.01)
+    monkeypatch.setattr(evaluation, "_softcap", lambda model, logits: logits)
+    encoded = encode_texts(bridge.tokenizer, TEXTS, "mix", batch_tokens=40)
+    with caplog.at_level("WARNING", logger="mlinguality.ablation.evaluation"):
+        loss = evaluate(bridge, encoded)
+    assert "using full forwards" in caplog.text
+    expected = torch.tensor([_oracle_text_nll(oracle, bridge.tokenizer, t) for t in TEXTS])
+    assert_close(loss.text_nll, expected, "fp32_model")
+
+
+def test_a_hook_on_the_logits_sees_every_position(tiny_model):
+    encoded = encode_texts(tiny_model.tokenizer, TEXTS, "mix", batch_tokens=40)
+    seen: list[tuple[int, ...]] = []
+    with tiny_model.hooks(fwd_hooks=[("unembed.hook_out", lambda x, hook: seen.append(x.shape))]):
+        hooked = evaluate(tiny_model, encoded)
+    assert [shape[:2] for shape in seen] == [tuple(b.input_ids.shape) for b in encoded.batches]
+    assert_close(hooked.text_nll, evaluate(tiny_model, encoded).text_nll, "fp32")
