@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import torch
 
-from mlinguality.errors import MlingualityError
+from mlinguality.errors import MlingualityError, RunFault
 
 
 def world_size() -> int:
@@ -52,7 +53,8 @@ class Team:
         import torch.distributed as dist
 
         box = [value]
-        dist.broadcast_object_list(box, src=0, device=self.device)
+        with peers_alive():
+            dist.broadcast_object_list(box, src=0, device=self.device)
         return box[0]
 
     def gather(self, value) -> list:
@@ -60,7 +62,8 @@ class Team:
         import torch.distributed as dist
 
         out = [None] * self.world
-        dist.all_gather_object(out, value)
+        with peers_alive():
+            dist.all_gather_object(out, value)
         return out
 
     # --- the shared stages -----------------------------------------------------------------
@@ -92,7 +95,8 @@ class Team:
             checkpoint_dir=Path(checkpoints) / f"rank{self.rank}-of-{self.world}",
             progress=self.is_leader,
         )
-        return {lang: all_reduce_stats(local[lang], shards, self.device) for lang in langs}
+        with peers_alive():
+            return {lang: all_reduce_stats(local[lang], shards, self.device) for lang in langs}
 
     def ablate(self, inputs, config, encoded, settings=None):
         """Rank 0 and the workers: split the evaluations; rank 0 gets the matrix.
@@ -114,6 +118,18 @@ class Team:
         if self.is_leader and not self.stopped:
             self.broadcast(("stop", None))
             self.stopped = True
+
+
+@contextlib.contextmanager
+def peers_alive():
+    """Turn a collective's failure because another rank is gone (gloo: "Connection closed by
+    peer", NCCL: a remote error) into one line, instead of the backend's C++ source path."""
+    try:
+        yield
+    except RuntimeError as error:
+        reason = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip().splitlines()[0])
+        reason = reason.split(". ")[0]  # gloo adds advice (and an emoji) after the first sentence
+        raise RunFault(f"torchrun: another rank stopped ({reason})") from None
 
 
 def _agreed(team: Team, compute):

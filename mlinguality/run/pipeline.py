@@ -173,7 +173,20 @@ def ablation_model(config: RunConfig, inputs):
 
     if config.ablation.dtype is None:
         return inputs.model
+    if config.model.device == "cpu" and _cpu_lacks_bf16(config.ablation.dtype):
+        logger.warning(
+            "ablation.dtype=%s on a CPU without bf16/fp16 matmul units (%s): on the 2-core AVX2 "
+            "machine of docs/performance.md bf16 evaluations ran 7.5x slower than fp32",
+            config.ablation.dtype,
+            torch.backends.cpu.get_cpu_capability(),
+        )
     return model_in_dtype(inputs.model, config.ablation.dtype)
+
+
+def _cpu_lacks_bf16(dtype: str) -> bool:
+    """Whether half-precision matmuls on this CPU are emulated (AVX2 or less: no AVX-512/AMX)."""
+    capability = str(torch.backends.cpu.get_cpu_capability())
+    return dtype in ("bfloat16", "float16") and not capability.startswith(("AVX512", "AMX"))
 
 
 def ablate(config: RunConfig, inputs, run_dir: Path) -> None:

@@ -52,6 +52,7 @@ import torch
 
 from mlinguality.errors import MlingualityError, RunFault, RunInterrupted
 from mlinguality.run.config import RunConfig
+from mlinguality.run.distributed import world_size
 from mlinguality.run.inputs import RunInputs
 from mlinguality.run.stages import StageLog, clean_stale_temps
 
@@ -330,9 +331,16 @@ def _stop(error: BaseException, config: RunConfig, run_dir: Path, log: StageLog,
     """Record why a run stopped and raise the one-line error the command line prints."""
     where = f"stage {log.current}" if log.current else "the report"
     resume = f"resume with `mlinguality run --resume {run_dir}`"
+    if world_size() > 1:  # under torchrun: every rank resumes
+        resume = (
+            f"resume with the same torchrun command and `-m mlinguality run --resume {run_dir}`"
+        )
     if isinstance(error, KeyboardInterrupt):
         log.mark("interrupted")
         raise RunInterrupted(f"interrupted at {where}; {resume}") from None
+    if isinstance(error, RunFault):  # not the input's fault (a rank lost under torchrun)
+        log.mark("failed", error=str(error))
+        raise RunFault(f"{error} (at {where}; {resume})") from None
     if isinstance(error, MlingualityError):
         log.mark("failed", error=str(error))
         if fresh and not log.finished:

@@ -178,7 +178,7 @@ class Tracker:
         metadata: dict[str, Any] | None = None,
     ) -> None:
         """Log files and folders (paths under ``run_dir``) as one artifact, aliased by run name."""
-        present = [Path(path) for path in paths if Path(path).exists()]
+        present = [Path(path).resolve() for path in paths if Path(path).exists()]
 
         def log() -> None:
             import wandb

@@ -132,6 +132,68 @@ def test_ranks_started_with_other_configs_stop_with_one_line(tmp_path):
     )
 
 
+_KILL_RANK_1 = """
+import os, signal, sys
+
+if os.environ["RANK"] == "1":  # rank 1 dies (SIGKILL: no cleanup) after its first checkpoint
+    import importlib
+
+    collect = importlib.import_module("mlinguality.activations.collect")
+
+    real_save = collect._save_checkpoint
+
+    def save(*args, **kwargs):
+        real_save(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    collect._save_checkpoint = save
+
+from mlinguality.run.cli import main
+
+main(sys.argv[1:])
+"""
+
+
+def test_a_rank_killed_mid_collection_stops_the_run_and_it_resumes_to_the_same_csvs(runs):
+    """Rank 1 is SIGKILLed after its first language's checkpoint: torchrun stops rank 0 (no
+    hang: the collective timeout is 120 s here, the test's limit 400 s), and the same torchrun
+    command with ``--resume RUN_DIR`` finishes from the checkpoints with the CSVs of an
+    uninterrupted two-rank run."""
+    _, uninterrupted = runs
+    root = uninterrupted.parents[2]
+    config = _write_config(root, "killed")
+    driver = root / "kill_rank_1.py"
+    driver.write_text(_KILL_RANK_1)
+    killed = _torchrun(2, str(driver), "run", str(config), timeout=400)
+    assert killed.returncode != 0
+    assert "Signal 9 (SIGKILL)" in killed.stderr, killed.stderr[-3000:]
+    # rank 0 either gets torchrun's SIGTERM first or sees the connection to rank 1 close
+    (stopped,) = [line for line in killed.stderr.splitlines() if line.startswith("mlinguality:")]
+    assert stopped.startswith(
+        (
+            "mlinguality: interrupted at stage collect",
+            "mlinguality: error: torchrun: another rank stopped (",
+        )
+    ), stopped
+    assert "resume with the same torchrun command" in stopped and "pair.cc" not in stopped
+    (run_dir,) = (root / "killed" / "runs").iterdir()
+    status = json.loads((run_dir / "stages.json").read_text())["collect"]["status"]
+    assert status in ("interrupted", "failed")
+    checkpoints = list((root / "killed" / "cache").glob(".partial-collect-*/rank1-of-2/*"))
+    assert [path.name for path in checkpoints] == ["en.safetensors"], checkpoints
+
+    resumed = _torchrun(2, "-m", "mlinguality", "run", "--resume", str(run_dir), timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming en from" in resumed.stderr
+    for name in ("layer_profile.csv", "selectivity.csv", "selected_neurons.csv"):
+        assert (run_dir / name).read_text() == (uninterrupted / name).read_text(), name
+    a, b = ablation_cells(uninterrupted), ablation_cells(run_dir)
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        assert b[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    assert list((root / "killed" / "cache").glob(".partial-collect-*-b*")) == []  # taken up
+
+
 def test_shards_are_balanced_by_tokens_and_deterministic():
     weights = [37, 5, 22, 22, 9, 41, 3, 18, 30, 12]
     shards = shard_examples(weights, 3)

@@ -144,3 +144,18 @@ def test_ablation_in_bfloat16_stays_close_to_float32(shards):
     assert 0 < max(diffs) < 0.05  # bf16 did run (some cell moved), and only by rounding
     moved = [key for key in bf16 if key[0] in ("fr", "ru") and key[2] == key[0]]
     assert moved and all(bf16[key] != bf16[("none", "", key[2])] for key in moved)  # hooks act
+
+
+@pytest.mark.parametrize(
+    ("capability", "dtype", "warns"),
+    [("AVX2", "bfloat16", True), ("DEFAULT", "float16", True), ("AVX512", "bfloat16", False),
+     ("AMX", "bfloat16", False), ("AVX2", "float32", False)],
+)  # fmt: skip
+def test_half_precision_ablation_on_a_cpu_without_half_matmuls_is_flagged(
+    monkeypatch, capability, dtype, warns
+):
+    """bf16 forwards on an AVX2 CPU are emulated: 7.5x slower than fp32 (performance.md)."""
+    from mlinguality.run import pipeline
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert pipeline._cpu_lacks_bf16(dtype) is warns

@@ -164,3 +164,22 @@ def test_wandb_gets_an_absolute_run_folder(tmp_path, monkeypatch):
     tracker = Tracker(TrackingConfig(wandb="offline"), {}, Path("runs/x-1"), name="x")
     tracker.start()
     assert seen["dir"] == str(tmp_path.resolve() / "runs" / "x-1")
+
+
+def test_artifacts_of_a_relative_run_folder_are_logged(tmp_path, monkeypatch, caplog):
+    """The runner passes paths under a relative run folder (``runs/NAME/stats``); the tracker
+    resolves its run folder, and must resolve these too (a run logged no artifact once)."""
+    monkeypatch.chdir(tmp_path)
+    run_dir = Path("runs/rel-1")
+    (run_dir / "stats").mkdir(parents=True)
+    (run_dir / "stats" / "en.safetensors").write_bytes(b"x")
+    (run_dir / "report.md").write_text("# report\n")
+    tracker = Tracker(TrackingConfig(wandb="offline"), {}, run_dir, name="rel")
+    tracker.start()
+    with caplog.at_level(logging.WARNING):
+        tracker.log_artifact("stats-x", "stats", [run_dir / "stats", run_dir / "report.md"])
+    tracker.finish()
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("mlinguality")]
+    assert not [message for message in ours if "artifact" in message], ours
+    run = read_offline_run(next((tmp_path / "runs" / "rel-1" / "wandb").glob("offline-run-*")))
+    assert run.exit_code == 0
