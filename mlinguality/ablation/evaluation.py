@@ -395,23 +395,23 @@ def next_token_nll(
     vocabulary. On the CPU the log-partition streams over the vocabulary ``_VOCAB_CHUNK`` rows of
     the head at a time (a running logsumexp): the logits never exist whole (0.5 GB for 512
     positions of Gemma's 262k vocabulary), and the matmul runs about 25% faster on blocks that
-    stay in cache (docs/performance.md). The target's logit is its head row times the residual.
+    stay in cache (docs/performance.md). The target's logit is read from its block.
     """
     head = _output_head(model)
     weight, bias = head.weight, head.bias
-    target_logit = (resid * weight[target_ids]).sum(-1)
-    if bias is not None:
-        target_logit = target_logit + bias[target_ids]
-    target_logit = _softcap(model, target_logit).float()
     chunk = _VOCAB_CHUNK if resid.device.type == "cpu" else weight.shape[0]
     log_partition = torch.full((len(resid),), -math.inf, device=resid.device)
+    target_logit = torch.zeros(len(resid), device=resid.device)
+    rows = torch.arange(len(resid), device=resid.device)
     for first in range(0, weight.shape[0], chunk):
         part = slice(first, first + chunk)
-        logits = torch.nn.functional.linear(
-            resid, weight[part], None if bias is None else bias[part]
-        )
-        part_lse = torch.logsumexp(_softcap(model, logits).float(), dim=-1)
-        log_partition = torch.logaddexp(log_partition, part_lse)
+        logits = _softcap(
+            model,
+            torch.nn.functional.linear(resid, weight[part], None if bias is None else bias[part]),
+        ).float()
+        log_partition = torch.logaddexp(log_partition, torch.logsumexp(logits, dim=-1))
+        here = (target_ids >= first) & (target_ids < first + logits.shape[-1])
+        target_logit[here] = logits[rows[here], target_ids[here] - first]
     return log_partition - target_logit
 
 
@@ -426,7 +426,8 @@ def _packed_unembedding_ok(model, batch: Batch) -> bool:
     falls back to the full forward with a warning. A hook on the logits (``unembed.hook_out``)
     also takes the full forward, so that it keeps seeing every position.
     """
-    if _output_head(model) is None or model.hook_dict[UNEMBED_OUTPUT].fwd_hooks:
+    logits_hook = model.hook_dict.get(UNEMBED_OUTPUT)
+    if _output_head(model) is None or logits_hook is None or logits_hook.fwd_hooks:
         return False
     known = _packed_checked.get(model)
     if known is not None:

@@ -176,7 +176,7 @@ def ablation_model(config: RunConfig, inputs):
     if config.model.device == "cpu" and _cpu_lacks_bf16(config.ablation.dtype):
         logger.warning(
             "ablation.dtype=%s on a CPU without bf16/fp16 matmul units (%s): on the 2-core AVX2 "
-            "machine of docs/performance.md bf16 evaluations ran 7.5x slower than fp32",
+            "machine of docs/performance.md bf16 evaluations ran ~7x slower than fp32",
             config.ablation.dtype,
             torch.backends.cpu.get_cpu_capability(),
         )

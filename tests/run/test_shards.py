@@ -154,7 +154,7 @@ def test_ablation_in_bfloat16_stays_close_to_float32(shards):
 def test_half_precision_ablation_on_a_cpu_without_half_matmuls_is_flagged(
     monkeypatch, capability, dtype, warns
 ):
-    """bf16 forwards on an AVX2 CPU are emulated: 7.5x slower than fp32 (performance.md)."""
+    """bf16 forwards on an AVX2 CPU are emulated: ~7x slower than fp32 (performance.md)."""
     from mlinguality.run import pipeline
 
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
