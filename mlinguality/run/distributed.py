@@ -202,8 +202,9 @@ def run_team(config, resume: Path | None = None) -> Path | None:
             try:
                 run_dir = run_experiment(config, resume=resume, team=team)
             except BaseException:
-                # the workers may have stopped on the same error already: keep rank 0's line
-                with contextlib.suppress(Exception):
+                # the workers may have stopped on the same error already, and torchrun's SIGTERM
+                # may arrive now (a rank died): keep rank 0's line either way
+                with contextlib.suppress(BaseException):
                     team.stop()
                 raise
             team.stop()
@@ -221,7 +222,8 @@ def run_team(config, resume: Path | None = None) -> Path | None:
             else:
                 return None
     finally:
-        dist.destroy_process_group()
+        with contextlib.suppress(BaseException):  # as above: the error in flight is the line
+            dist.destroy_process_group()
 
 
 def split_ablation(
