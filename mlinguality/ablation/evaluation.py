@@ -44,6 +44,7 @@ from mlinguality.activations.batching import (
     position_mask,
     tokenize_texts,
 )
+from mlinguality.activations.reducer import StopForward
 from mlinguality.errors import MlingualityError
 from mlinguality.types import AttentionMask, LossPerToken, TokenIds
 
@@ -236,6 +237,18 @@ def encode_texts(
     return EncodedTexts(lang, tokenized, batches, padding_side)
 
 
+def _scored_pairs(
+    attention_mask: AttentionMask, targets: Bool[Tensor, "batch pos"] | None = None
+) -> Bool[Tensor, "batch pos_minus_1"]:
+    """Column ``i`` is True where real token ``i`` predicts real token ``i + 1`` and that token is
+    scored (``targets``, if given, is True at it)."""
+    real = attention_mask.bool()
+    pairs = real[:, :-1] & real[:, 1:]
+    if targets is not None:
+        pairs = pairs & targets[:, 1:].to(pairs.device)
+    return pairs
+
+
 def token_nll(
     logits: Float[Tensor, "batch pos d_vocab"],
     input_ids: TokenIds,
@@ -250,10 +263,7 @@ def token_nll(
     (no copy of the logits, temporaries that stay in cache, no work on pads): the exponentials
     over a 262k vocabulary are the one cost here that rivals the unembedding.
     """
-    real = attention_mask.bool()
-    pairs = real[:, :-1] & real[:, 1:]
-    if targets is not None:
-        pairs = pairs & targets[:, 1:].to(pairs.device)
+    pairs = _scored_pairs(attention_mask, targets)
     predicting = logits[:, :-1]
     target_logit = predicting.gather(-1, input_ids[:, 1:, None]).squeeze(-1).float()
     if logits.device.type != "cpu":
@@ -329,9 +339,7 @@ def _evaluate_packed(model, encoded: EncodedTexts) -> LanguageLoss:
     with torch.no_grad():
         for batch in encoded.batches:
             scored = position_mask(batch, encoded.texts, "all", include_bos=False)
-            real = batch.attention_mask.bool()
-            pairs = real[:, :-1] & real[:, 1:] & scored[:, 1:].to(real.device)
-            rows, columns = pairs.nonzero(as_tuple=True)
+            rows, columns = _scored_pairs(batch.attention_mask, scored).nonzero(as_tuple=True)
             resid = _final_residual(model, batch)[rows, columns]
             text = torch.tensor(batch.indices, device=rows.device)[rows]
             pending.append((resid, batch.input_ids[rows, columns + 1], text))
@@ -340,10 +348,6 @@ def _evaluate_packed(model, encoded: EncodedTexts) -> LanguageLoss:
         if pending:
             flush()
     return LanguageLoss(encoded.lang, text_nll, encoded.n_predicted, encoded.n_bytes)
-
-
-class _AtUnembedding(Exception):
-    """Raised by the hook on the unembedding's input: the rest of the forward is not needed."""
 
 
 def _full_logits(model, batch: Batch) -> Float[Tensor, "batch pos d_vocab"]:
@@ -362,9 +366,9 @@ def _final_residual(model, batch: Batch) -> Float[Tensor, "batch pos d_model"]:
 
     def keep(resid: Tensor, hook) -> None:
         captured.append(resid)
-        raise _AtUnembedding
+        raise StopForward
 
-    with model.hooks(fwd_hooks=[(UNEMBED_INPUT, keep)]), contextlib.suppress(_AtUnembedding):
+    with model.hooks(fwd_hooks=[(UNEMBED_INPUT, keep)]), contextlib.suppress(StopForward):
         _full_logits(model, batch)
     if not captured:
         raise RuntimeError(f"the forward pass ended without reaching {UNEMBED_INPUT}")
