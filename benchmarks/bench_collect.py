@@ -50,7 +50,9 @@ def timed(fn, repeats: int) -> float:
 
 
 def run_batches(model, texts, batches, mode: str) -> None:
-    """The same batches as collect(): 'bare' stops after the last hook_post, 'full' runs to logits."""
+    """The same batches as collect(): 'bare' stops after the last hook_post, 'full' runs to logits.
+
+    Waits for the device at the end, as collect() does (it returns host statistics)."""
     last = hook_post_name(model.cfg.n_layers - 1)
 
     def stop(acts, hook):
@@ -63,7 +65,7 @@ def run_batches(model, texts, batches, mode: str) -> None:
             )
             if mode == "bare":
                 with model.hooks(fwd_hooks=[(last, stop)]):
-                    _forward_to_last_hook(model, batch)
+                    _forward_to_last_hook(model, batch, model.cfg.device)
             else:
                 model(
                     batch.input_ids,
@@ -72,6 +74,13 @@ def run_batches(model, texts, batches, mode: str) -> None:
                     return_type="logits",
                     use_cache=False,
                 )
+    synchronize(model.cfg.device)
+
+
+def synchronize(device) -> None:
+    """Wait for the queued kernels of ``device`` (CUDA launches return before they finish)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def peak_rss_child(n_verses: int, langs: list[str], model: str, corpus: str) -> float:
@@ -105,6 +114,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--batch-tokens", type=int, default=4096, help="collect's batch_tokens")
+    parser.add_argument(
+        "--max-batch-size", type=int, default=64, help="collect's max_batch_size (rows per batch)"
+    )
     add_model_and_corpus(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -115,13 +127,16 @@ def main() -> None:
     texts, batches = [], []
     for lang in langs:
         lang_texts = tokenize_texts(model.tokenizer, corpus.texts(lang))
-        plan = plan_batches([len(t.ids) for t in lang_texts], args.batch_tokens, 64)
+        plan = plan_batches(
+            [len(t.ids) for t in lang_texts], args.batch_tokens, args.max_batch_size
+        )
         batches += [[len(texts) + index for index in batch] for batch in plan]
         texts += lang_texts
     real_tokens = sum(len(t.ids) for t in texts)
 
     def do_collect(**kwargs):
         kwargs.setdefault("batch_tokens", args.batch_tokens)
+        kwargs.setdefault("max_batch_size", args.max_batch_size)
         return collect(model, corpus, langs, progress=False, **kwargs)
 
     rows = []
@@ -189,7 +204,7 @@ def main() -> None:
 
     print(
         f"\n{args.model}, {args.dtype}, {args.device}, {args.threads} threads; {len(langs)} languages "
-        f"({args.langs}) x {args.verses} verses = {real_tokens} tokens in {len(batches)} batches; median of {args.repeats}\n"
+        f"({args.langs}) x {args.verses} verses, batch_tokens {args.batch_tokens}, max_batch_size {args.max_batch_size} = {real_tokens} tokens in {len(batches)} batches; median of {args.repeats}\n"
     )
     print("| measure | ratio | goal | detail |\n|---|---|---|---|")
     for name, ratio, goal, detail in rows:

@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-tokens", type=int, default=512)
     parser.add_argument("--bf16", action="store_true", help="also a bf16 copy of the model")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,7 +39,7 @@ def main() -> None:
     from mlinguality.ablation import evaluation
     from mlinguality.model import model_in_dtype
 
-    model = load_bench_model(args.model)
+    model = load_bench_model(args.model, device=args.device)
     corpus = load_bench_corpus(args.corpus, [args.lang], limit=2 * args.texts, seed=0)
     encoded = evaluation.encode_texts(
         model.tokenizer, corpus.texts(args.lang)[: args.texts], args.lang,
@@ -70,7 +71,7 @@ def main() -> None:
             nll[name] = fn(m, encoded).nll
             times[name].append(time.perf_counter() - start)
     print(
-        f"model={args.model} lang={args.lang} texts={args.texts} threads={args.threads} "
+        f"model={args.model} device={args.device} lang={args.lang} texts={args.texts} threads={args.threads} "
         f"scored tokens={encoded.total_predicted} padded={encoded.padded_tokens}"
     )
     print("| run | best wall s | runs (s) | summed NLL (nats) |")

@@ -45,10 +45,22 @@ def load_bench_model(spec: str, device: str = "cpu", dtype: str = "float32"):
 
 
 def _random_model(text: str, device: str, dtype: str):
+    from mlinguality.model import _boot, to_dtype, validate_model
+
+    hf_model, tokenizer = random_hf_model(text)
+    name = Path(text.partition(":")[0]).expanduser().name
+    bridge = _boot(hf_model, tokenizer, f"random:{name}", device, to_dtype(dtype))
+    validate_model(bridge, f"random:{text}")
+    return bridge
+
+
+def random_hf_model(text: str, init_device: str = "cpu"):
+    """A transformers model with random weights (``torch.manual_seed(0)``, float32, drawn on the
+    CPU by default, so the same weights on every machine) and its tokenizer, from
+    ``DIR[:overrides]``. ``init_device="cuda"`` draws them there (faster for large shapes)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from mlinguality import load_model
-    from mlinguality.model import _boot, to_dtype, validate_model
 
     folder, _, overrides = text.partition(":")
     folder = Path(folder).expanduser()
@@ -60,11 +72,9 @@ def _random_model(text: str, device: str, dtype: str):
         data[key] = json.loads(value)
     config = AutoConfig.for_model(**data)
     torch.manual_seed(0)
-    hf_model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    bridge = _boot(hf_model, tokenizer, f"random:{folder.name}", device, to_dtype(dtype))
-    validate_model(bridge, f"random:{text}")
-    return bridge
+    with torch.device(init_device):
+        hf_model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    return hf_model, AutoTokenizer.from_pretrained(folder)
 
 
 def load_bench_corpus(source: str, langs: list[str], limit: int, seed: int = 0, **options):

@@ -41,6 +41,7 @@ from mlinguality.activations.batching import (
     PaddingSide,
     Positions,
     TokenizedText,
+    default_max_batch_size,
     ensure_eval,
     pad_batch,
     pad_token_id,
@@ -73,7 +74,7 @@ def collect(
     include_bos: bool = False,
     per_example: bool = False,
     batch_tokens: int = 4096,
-    max_batch_size: int = 64,
+    max_batch_size: int | None = None,
     padding_side: str = "right",
     checkpoint_dir: str | Path | None = None,
     checkpoint_every_s: float = 60.0,
@@ -96,7 +97,8 @@ def collect(
             MLPs) share of positive gate pre-activations (``[example, layer, d_mlp]``, float32),
             needed by per-example metrics and tests.
         batch_tokens: Padded tokens per batch (batch size x longest example).
-        max_batch_size: Upper bound on examples per batch.
+        max_batch_size: Upper bound on examples per batch (default: ``batch_tokens // 64``,
+            at least 64, so that a GPU's larger ``batch_tokens`` also buys more rows).
         padding_side: ``"right"`` or ``"left"``; the statistics are the same either way.
         checkpoint_dir: Where to save and resume partial statistics (one file per language).
         checkpoint_every_s: Minimum seconds between checkpoints of one language.
@@ -145,7 +147,7 @@ def collect(
                 include_bos=include_bos,
                 per_example=per_example,
                 batch_tokens=batch_tokens,
-                max_batch_size=max_batch_size,
+                max_batch_size=max_batch_size or default_max_batch_size(batch_tokens),
                 padding_side=padding_side,
                 checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
                 checkpoint_every_s=checkpoint_every_s,

@@ -127,7 +127,9 @@ class CollectionConfig(_Section):
         positions: Which token positions count: every token, the last one, or word-final ones.
         include_bos: Count the BOS position too (off: it is the same token in every language).
         per_example: Keep per-sentence means (needed by permutation tests, bootstrap, AUROC).
-        batch_tokens: Padded tokens per forward batch (memory/speed knob, not a result).
+        batch_tokens: Padded tokens per forward batch (memory/speed knob, not a result);
+            ``None``: 4,096 on a CPU, 32,768 on a CUDA GPU (where 4,096 left an H100 mostly
+            idle; docs/performance.md). Rows per batch follow: ``batch_tokens // 64``, at least 64.
         stats: A folder of statistics merged by ``mlinguality merge`` to start from instead of
             collecting (checked against this config: model, dtype, positions, BOS, corpus;
             docs/scaling.md).
@@ -137,11 +139,11 @@ class CollectionConfig(_Section):
     positions: Literal["all", "last", "word_final"] = "all"
     include_bos: bool = False
     per_example: bool = True
-    batch_tokens: int = 4096
+    batch_tokens: int | None = None
     stats: str | None = None
 
     def validate(self) -> None:
-        if self.batch_tokens < 1:
+        if self.batch_tokens is not None and self.batch_tokens < 1:
             self._fail("batch_tokens", f"must be >= 1, got {self.batch_tokens}")
 
 
@@ -359,6 +361,20 @@ class RunConfig(_Section):
         for pair in self.selectivity.control_pairs or []:
             langs += [lang for lang in pair.split("/") if lang not in langs]
         return langs
+
+    @property
+    def collection_batch_tokens(self) -> int:
+        """``collection.batch_tokens``, or where it is ``None`` the device's default: 32,768 on
+        CUDA, 4,096 elsewhere.
+
+        >>> RunConfig().collection_batch_tokens
+        4096
+        >>> RunConfig.from_dict({"model": {"device": "cuda:1"}}).collection_batch_tokens
+        32768
+        """
+        if self.collection.batch_tokens is not None:
+            return self.collection.batch_tokens
+        return 32768 if self.model.device.startswith("cuda") else 4096
 
     # --- views ----------------------------------------------------------------------------
 

@@ -91,7 +91,7 @@ class Team:
             positions=coll.positions,
             include_bos=coll.include_bos,
             per_example=coll.per_example,
-            batch_tokens=coll.batch_tokens,
+            batch_tokens=config.collection_batch_tokens,
             checkpoint_dir=Path(checkpoints) / f"rank{self.rank}-of-{self.world}",
             progress=self.is_leader,
         )
@@ -123,13 +123,41 @@ class Team:
 @contextlib.contextmanager
 def peers_alive():
     """Turn a collective's failure because another rank is gone (gloo: "Connection closed by
-    peer", NCCL: a remote error) into one line, instead of the backend's C++ source path."""
+    peer", NCCL: a remote error) into one line, instead of the backend's C++ source path.
+
+    Other errors (a bug in the code between the collectives) pass through unchanged.
+
+    >>> with peers_alive():
+    ...     raise RuntimeError("[pair.cc:553] Connection closed by peer [127.0.0.1]:6020. Check")
+    Traceback (most recent call last):
+    mlinguality.errors.RunFault: torchrun: another rank stopped (Connection closed by peer [127.0.0.1]:6020)
+    >>> with peers_alive():
+    ...     raise RuntimeError("shape mismatch")
+    Traceback (most recent call last):
+    RuntimeError: shape mismatch
+    """
     try:
         yield
     except RuntimeError as error:
+        if not _peer_gone(error):
+            raise
         reason = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip().splitlines()[0])
         reason = reason.split(". ")[0]  # gloo adds advice (and an emoji) after the first sentence
         raise RunFault(f"torchrun: another rank stopped ({reason})") from None
+
+
+_PEER_GONE = re.compile(
+    r"closed by peer|reset by peer|connection refused|broken pipe|timed out|timeout|nccl|remote",
+    re.IGNORECASE,
+)
+
+
+def _peer_gone(error: RuntimeError) -> bool:
+    """Whether a collective's error says another rank (or the connection to it) is gone."""
+    from torch import distributed
+
+    dist_error = getattr(distributed, "DistError", ())
+    return isinstance(error, dist_error) or bool(_PEER_GONE.search(str(error)))
 
 
 def _agreed(team: Team, compute):

@@ -54,7 +54,7 @@ def collect(config: RunConfig, inputs, run_dir: Path, checkpoints: Path) -> None
             positions=coll.positions,
             include_bos=coll.include_bos,
             per_example=coll.per_example,
-            batch_tokens=coll.batch_tokens,
+            batch_tokens=config.collection_batch_tokens,
             checkpoint_dir=checkpoints,
             progress=True,
         )

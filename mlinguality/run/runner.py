@@ -264,7 +264,7 @@ def _run_stages(config: RunConfig, run_dir: Path, log: StageLog, model, tracker,
     inputs.team = team
     home = log.cache_dir if log.cache_writable else run_dir
     clean_stale_temps(home)
-    partial, lock = _checkpoint_dir(home, run_dir, keys["collect"], config.collection.batch_tokens)
+    partial, lock = _checkpoint_dir(home, run_dir, keys["collect"], config.collection_batch_tokens)
     steps: list[tuple[str, Callable[[], None]]] = [
         ("collect", lambda: stages.collect(config, inputs, run_dir, partial)),
         ("score", lambda: stages.score(config, run_dir)),

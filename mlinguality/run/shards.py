@@ -38,7 +38,7 @@ def collect_command(args: argparse.Namespace) -> int:
         positions=coll.positions,
         include_bos=coll.include_bos,
         per_example=coll.per_example,
-        batch_tokens=coll.batch_tokens,
+        batch_tokens=config.collection_batch_tokens,
         progress=not args.quiet,
     )
     save_stats(stats, args.out)
