@@ -25,7 +25,13 @@ import time
 
 import torch
 
-from mlinguality.activations.batching import pad_batch, pad_token_id, plan_batches, tokenize_texts
+from mlinguality.activations.batching import (
+    default_max_batch_size,
+    pad_batch,
+    pad_token_id,
+    plan_batches,
+    tokenize_texts,
+)
 from mlinguality.activations.collect import (
     _forward_to_last_hook,
     collect,
@@ -47,6 +53,18 @@ def timed(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def batches_of(model, corpus, langs, batch_tokens: int, max_batch_size: int):
+    """The very batches collect() runs (one length-sorted plan per language): the tokenized
+    texts, the batches as indices into them, and the number of real tokens."""
+    texts, batches = [], []
+    for lang in langs:
+        lang_texts = tokenize_texts(model.tokenizer, corpus.texts(lang))
+        plan = plan_batches([len(t.ids) for t in lang_texts], batch_tokens, max_batch_size)
+        batches += [[len(texts) + index for index in batch] for batch in plan]
+        texts += lang_texts
+    return texts, batches, sum(len(t.ids) for t in texts)
 
 
 def run_batches(model, texts, batches, mode: str) -> None:
@@ -115,7 +133,7 @@ def main() -> None:
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--batch-tokens", type=int, default=4096, help="collect's batch_tokens")
     parser.add_argument(
-        "--max-batch-size", type=int, default=64, help="collect's max_batch_size (rows per batch)"
+        "--max-batch-size", type=int, help="collect's max_batch_size (default: collect's own)"
     )
     add_model_and_corpus(parser)
     args = parser.parse_args()
@@ -123,16 +141,11 @@ def main() -> None:
     langs = args.langs.split(",")
     model = load_bench_model(args.model, device=args.device, dtype=args.dtype)
     corpus = load_bench_corpus(args.corpus, langs, limit=args.verses)
-    # the very batches collect() runs: one length-sorted plan per language
-    texts, batches = [], []
-    for lang in langs:
-        lang_texts = tokenize_texts(model.tokenizer, corpus.texts(lang))
-        plan = plan_batches(
-            [len(t.ids) for t in lang_texts], args.batch_tokens, args.max_batch_size
-        )
-        batches += [[len(texts) + index for index in batch] for batch in plan]
-        texts += lang_texts
-    real_tokens = sum(len(t.ids) for t in texts)
+    if args.max_batch_size is None:
+        args.max_batch_size = default_max_batch_size(args.batch_tokens)
+    texts, batches, real_tokens = batches_of(
+        model, corpus, langs, args.batch_tokens, args.max_batch_size
+    )
 
     def do_collect(**kwargs):
         kwargs.setdefault("batch_tokens", args.batch_tokens)

@@ -36,10 +36,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_collect import run_batches, synchronize, timed  # noqa: E402
+from bench_collect import batches_of, run_batches, synchronize, timed  # noqa: E402
 from common import load_bench_corpus, load_bench_model, random_hf_model  # noqa: E402
 
-from mlinguality.activations.batching import plan_batches, tokenize_texts  # noqa: E402
 from mlinguality.activations.collect import collect  # noqa: E402
 
 GEMMA_1B = (
@@ -82,19 +81,8 @@ def free(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def batches_of(model, corpus, langs, batch_tokens: int, max_batch_size: int):
-    """The batches collect() runs: one length-sorted plan per language."""
-    texts, batches = [], []
-    for lang in langs:
-        lang_texts = tokenize_texts(model.tokenizer, corpus.texts(lang))
-        plan = plan_batches([len(t.ids) for t in lang_texts], batch_tokens, max_batch_size)
-        batches += [[len(texts) + index for index in batch] for batch in plan]
-        texts += lang_texts
-    return texts, batches, sum(len(t.ids) for t in texts)
-
-
 def sweep(args, langs) -> None:
-    plans = [tuple(int(x) for x in plan.split("/")) for plan in args.plans.split(",")]
+    plans = args.plans
     corpus = load_bench_corpus(args.corpus, langs, limit=args.verses)
     collect_s: dict[tuple, float] = {}
     print("\n## sweep\n")
@@ -211,23 +199,15 @@ def agree(args, langs) -> None:
 
 def probe_diff(model, encoded) -> float:
     """The largest |NLL difference| of evaluate's probe (scored positions vs full forward)."""
-    from mlinguality.ablation import evaluation
-    from mlinguality.activations.batching import TokenizedText, pad_batch
+    from mlinguality.ablation.evaluation import probe_nll
 
-    batch = encoded.batches[0]
-    ids = batch.input_ids[0][batch.attention_mask[0].bool()][:8].tolist()
-    probe = pad_batch([TokenizedText(ids, False)], [0], 0, "right", batch.input_ids.device)
-    with torch.no_grad():
-        logits = evaluation._full_logits(model, probe)
-        full = evaluation.token_nll(logits, probe.input_ids, probe.attention_mask)[0]
-        resid = evaluation._final_residual(model, probe)[0, :-1]
-        packed = evaluation.next_token_nll(model, resid, probe.input_ids[0, 1:])
-    return (packed - full.float()).abs().max().item()
+    packed, full = probe_nll(model, encoded.batches[0])
+    return (packed - full).abs().max().item()
 
 
 def profile(args, langs) -> None:
     print("\n## profile: one collect()\n")
-    batch_tokens, max_batch_size = (int(x) for x in args.plans.split(",")[-1].split("/"))
+    batch_tokens, max_batch_size = args.plans[-1]
     corpus = load_bench_corpus(args.corpus, langs, limit=args.verses)
     for dtype in ("float32", "bfloat16"):
         profile_one(args, corpus, langs, dtype, batch_tokens, max_batch_size)
@@ -299,7 +279,7 @@ def sizes(args, langs) -> None:
         n_params = sum(p.numel() for p in hf_model.parameters())
         for dtype in ("float32", "bfloat16"):
             try:
-                size_row(args, corpus, langs, label, hf_model, tokenizer, dtype)
+                size_row(args, corpus, langs, label, hf_model, n_params, tokenizer, dtype)
             except torch.OutOfMemoryError:
                 print(f"| {label} | {n_params / 1e9:.2f} B | {dtype} | out of memory | | | |")
             free(args.device)
@@ -307,12 +287,11 @@ def sizes(args, langs) -> None:
         free(args.device)
 
 
-def size_row(args, corpus, langs, label, hf_model, tokenizer, dtype) -> None:
+def size_row(args, corpus, langs, label, hf_model, n_params, tokenizer, dtype) -> None:
     from mlinguality.model import _boot, to_dtype
 
-    batch_tokens, max_batch_size = (int(x) for x in args.plans.split(",")[-1].split("/"))
+    batch_tokens, max_batch_size = args.plans[-1]
     cuda = torch.device(args.device).type == "cuda"
-    n_params = sum(p.numel() for p in hf_model.parameters())
     model = _boot(hf_model, tokenizer, f"random:{label}", args.device, to_dtype(dtype))
     weights = peak = float("nan")
     if cuda:
@@ -352,6 +331,7 @@ def main() -> None:
     parser.add_argument("--scratch", default="/tmp/mlinguality-gpu-check")
     parser.add_argument("--shrink", action="store_true", help="small shapes (dry runs on a CPU)")
     args = parser.parse_args()
+    args.plans = [tuple(int(x) for x in plan.split("/")) for plan in args.plans.split(",")]
     torch.set_num_threads(args.threads)
     langs = args.langs.split(",")
     print(

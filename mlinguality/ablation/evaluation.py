@@ -436,14 +436,8 @@ def _packed_unembedding_ok(model, batch: Batch) -> bool:
     known = _packed_checked.get(model)
     if known is not None:
         return known
-    ids = batch.input_ids[0][batch.attention_mask[0].bool()][:8].tolist()
-    probe = pad_batch([TokenizedText(ids, False)], [0], 0, "right", batch.input_ids.device)
-    with torch.no_grad():
-        full = token_nll(_full_logits(model, probe), probe.input_ids, probe.attention_mask)[0]
-        packed = next_token_nll(
-            model, _final_residual(model, probe)[0, :-1], probe.input_ids[0, 1:]
-        )
-    ok = bool(torch.allclose(packed, full.float(), rtol=1e-4, atol=1e-4))
+    packed, full = probe_nll(model, batch)
+    ok = bool(torch.allclose(packed, full, rtol=1e-4, atol=1e-4))
     if not ok:
         logger.warning(
             "evaluate: the output head alone does not give %s's logits; using full forwards",
@@ -451,6 +445,19 @@ def _packed_unembedding_ok(model, batch: Batch) -> bool:
         )
     _packed_checked[model] = ok
     return ok
+
+
+def probe_nll(model, batch: Batch) -> tuple[Float[Tensor, " n"], Float[Tensor, " n"]]:
+    """Per-token NLL of the first 8 real tokens of ``batch``'s first row, by
+    :func:`next_token_nll` (scored positions) and by the full forward (float32 both)."""
+    ids = batch.input_ids[0][batch.attention_mask[0].bool()][:8].tolist()
+    probe = pad_batch([TokenizedText(ids, False)], [0], 0, "right", batch.input_ids.device)
+    with torch.no_grad():
+        full = token_nll(_full_logits(model, probe), probe.input_ids, probe.attention_mask)[0]
+        packed = next_token_nll(
+            model, _final_residual(model, probe)[0, :-1], probe.input_ids[0, 1:]
+        )
+    return packed, full.float()
 
 
 def _device(model) -> str:
