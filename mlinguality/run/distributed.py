@@ -184,6 +184,7 @@ def start_team(config) -> Team:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if config.model.device.startswith("cuda") else "gloo"
     if backend == "nccl":
+        _check_rank_device(local_rank)
         config.model.device = f"cuda:{local_rank}"
         torch.cuda.set_device(local_rank)
     timeout = timedelta(seconds=float(os.environ.get("MLINGUALITY_DIST_TIMEOUT_S", "1800")))
@@ -204,6 +205,21 @@ def start_team(config) -> Team:
                 f"torchrun: rank {rank} was started with another config than rank 0 ({key} differs)"
             )
     return team
+
+
+def _check_rank_device(local_rank: int) -> None:
+    """One line, not a CUDA traceback, when this rank has no GPU of its own (NCCL: one per rank)."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if local_rank >= count:
+        raise MlingualityError(
+            f"torchrun: model.device=cuda gives each rank its own GPU (cuda:LOCAL_RANK), but "
+            f"LOCAL_RANK {local_rank} has none: this machine has {count} CUDA device(s); "
+            + (
+                f"start at most {count} per node (--nproc-per-node {count})"
+                if count
+                else "use model.device=cpu (gloo)"
+            )
+        )
 
 
 def _first_difference(a: dict, b: dict, prefix: str = "") -> str:

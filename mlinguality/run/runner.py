@@ -135,6 +135,28 @@ def _writable_dir(path: Path, key: str) -> str | None:
     return None
 
 
+def check_device(device: str) -> None:
+    """Raise :class:`MlingualityError` unless ``device`` exists here (``cuda:N``: N in range).
+
+    >>> check_device("cpu")
+    """
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise MlingualityError(
+                f"model.device={device}: this torch ({torch.__version__}) sees no CUDA device; "
+                "use model.device=cpu"
+            )
+        index = torch.device(device).index
+        count = torch.cuda.device_count()
+        if index is not None and index >= count:
+            raise MlingualityError(
+                f"model.device={device}: this machine has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise MlingualityError("model.device=mps: no Apple MPS device here; use model.device=cpu")
+
+
 def preflight(config: RunConfig) -> bool:
     """Check everything cheap before a run folder exists; return whether the cache is writable.
 
@@ -143,14 +165,7 @@ def preflight(config: RunConfig) -> bool:
             an output folder that is a file or read-only, a missing corpus file).
     """
     _check_names(config)
-    device = config.model.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MlingualityError(
-            f"model.device={device}: this torch ({torch.__version__}) sees no CUDA device; "
-            "use model.device=cpu"
-        )
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise MlingualityError("model.device=mps: no Apple MPS device here; use model.device=cpu")
+    check_device(config.model.device)
     source = config.corpus.source
     if source != "bible" and Path(source).suffix and not Path(source).is_file():
         raise MlingualityError(f"corpus.source {source}: no such file")

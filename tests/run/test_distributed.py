@@ -204,3 +204,41 @@ def test_shards_are_balanced_by_tokens_and_deterministic():
     assert shard_examples(weights, 3) == shards
     with pytest.raises(ShardError, match="3 shards \\(ranks\\) for 2 examples"):
         shard_examples([4, 5], 3)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_nccl_ranks_without_a_gpu_stop_with_one_line(tmp_path):
+    """``model.device=cuda`` under torchrun on a CPU machine: one line per rank, no traceback."""
+    config = _write_config(tmp_path, "cuda")
+    _write_corpus(tmp_path / "corpus.jsonl")
+    result = _torchrun(2, "-m", "mlinguality", "run", str(config), "--set", "model.device=cuda")
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("mlinguality: error")]
+    assert lines, result.stderr[-2000:]
+    assert lines[0].endswith("this machine has 0 CUDA device(s); use model.device=cpu (gloo)")
+    for frame in ("mlinguality/run/", "torch/cuda/"):  # torchrun's own summary follows
+        assert frame not in result.stderr
+    assert not (tmp_path / "cuda" / "runs").exists()
+
+
+def test_more_nccl_ranks_than_gpus_is_one_line(monkeypatch):
+    from mlinguality.errors import MlingualityError
+    from mlinguality.run.config import RunConfig
+    from mlinguality.run.distributed import start_team
+    from mlinguality.run.runner import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    config = RunConfig.from_dict({"model": {"device": "cuda"}})
+    with pytest.raises(MlingualityError) as raised:
+        start_team(config)  # raises before any process group or CUDA call
+    assert str(raised.value) == (
+        "torchrun: model.device=cuda gives each rank its own GPU (cuda:LOCAL_RANK), but "
+        "LOCAL_RANK 1 has none: this machine has 1 CUDA device(s); "
+        "start at most 1 per node (--nproc-per-node 1)"
+    )
+    with pytest.raises(MlingualityError, match=r"^model.device=cuda:1: this machine has 1 CUDA "):
+        check_device("cuda:1")
+    check_device("cuda:0")
+    check_device("cuda")
