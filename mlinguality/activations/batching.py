@@ -210,12 +210,14 @@ def pad_batch(
     """Pad the chosen examples into one batch; position ids count real tokens only."""
     lengths = [len(texts[index].ids) for index in indices]
     width = max(lengths)
+    real = torch.tensor(lengths)
+    start = width - real if padding_side == "left" else torch.zeros_like(real)
+    column = torch.arange(width)[None, :]
+    real_mask = (column >= start[:, None]) & (column < (start + real)[:, None])
     ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(indices), width), dtype=torch.long)
-    for row, (index, length) in enumerate(zip(indices, lengths, strict=True)):
-        columns = slice(width - length, width) if padding_side == "left" else slice(0, length)
-        ids[row, columns] = torch.tensor(texts[index].ids)
-        mask[row, columns] = 1
+    # the real positions in row-major order are the texts' tokens one after the other
+    ids[real_mask] = torch.tensor([token for index in indices for token in texts[index].ids])
+    mask = real_mask.long()
     position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
     return Batch(
         list(indices),
@@ -239,18 +241,28 @@ def position_mask(
     ``all``: every real token; ``last``: the last real token; ``word_final``: the last token of
     each whitespace word.
     """
-    mask = torch.zeros(batch.input_ids.shape, dtype=torch.bool)
-    for row, index in enumerate(batch.indices):
-        text = texts[index]
-        first = 0 if include_bos else text.n_prefix
-        if positions == "all":
-            tokens = range(first, batch.lengths[row])
-        elif positions == "last":
-            tokens = [batch.lengths[row] - 1] if batch.lengths[row] > first else []
-        elif positions == "word_final":
-            tokens = [token for token in text.word_final if token >= first]
+    n_rows, width = batch.input_ids.shape
+    lengths = torch.tensor(batch.lengths)
+    # column of each row's token 0 (left padding shifts the text right)
+    offset = width - lengths if batch.padding_side == "left" else torch.zeros_like(lengths)
+    firsts = [0 if include_bos else texts[index].n_prefix for index in batch.indices]
+    first = torch.tensor(firsts)
+    if positions == "all":  # one comparison for the batch: a Python loop per token cost ~10 us each
+        token = torch.arange(width)[None, :] - offset[:, None]
+        mask = (token >= first[:, None]) & (token < lengths[:, None])
+    elif positions in ("last", "word_final"):
+        if positions == "last":
+            rows = (lengths > first).nonzero().squeeze(-1)
+            tokens = lengths[rows] - 1
         else:
-            raise ValueError(f"positions: unknown {positions!r}")
-        for token in tokens:
-            mask[row, batch.token_index(row, token)] = True
+            words = [
+                [token for token in texts[index].word_final if token >= start]
+                for index, start in zip(batch.indices, firsts, strict=True)
+            ]
+            rows = torch.repeat_interleave(torch.tensor([len(w) for w in words], dtype=torch.long))
+            tokens = torch.tensor([token for w in words for token in w], dtype=torch.long)
+        mask = torch.zeros((n_rows, width), dtype=torch.bool)
+        mask[rows, tokens + offset[rows]] = True
+    else:
+        raise ValueError(f"positions: unknown {positions!r}")
     return mask.to(batch.input_ids.device)

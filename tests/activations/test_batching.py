@@ -77,3 +77,54 @@ def test_leading_special_tokens_are_not_counted(tiny_model):
         assert not torch.isin(batch.input_ids[mask], torch.tensor([eos, bos])).any()
         kept = position_mask(batch, texts, "all", include_bos=True)
         assert kept.sum(1).tolist() == [len(t.ids) for t in texts]
+
+
+def _naive_position_mask(batch, texts, positions, include_bos):
+    """The oracle: one element at a time, from the definition."""
+    mask = torch.zeros(batch.input_ids.shape, dtype=torch.bool)
+    width = batch.input_ids.shape[1]
+    for row, index in enumerate(batch.indices):
+        text, length = texts[index], batch.lengths[row]
+        shift = width - length if batch.padding_side == "left" else 0
+        first = 0 if include_bos else text.n_prefix
+        chosen = {
+            "all": range(first, length),
+            "last": [length - 1] if length > first else [],
+            "word_final": [token for token in text.word_final if token >= first],
+        }[positions]
+        for token in chosen:
+            mask[row, shift + token] = True
+    return mask
+
+
+def test_position_masks_and_padding_match_a_per_token_loop():
+    import random
+
+    from mlinguality.activations.batching import TokenizedText
+
+    rng = random.Random(0)
+    texts = []
+    for _ in range(40):
+        n = rng.randint(1, 30)
+        prefix = rng.choice([0, 1, 2])
+        words = sorted(rng.sample(range(n), rng.randint(0, n)))
+        ids = [rng.randint(3, 999) for _ in range(n)]
+        texts.append(TokenizedText(ids, prefix > 0, words, n_prefix=min(prefix, n)))
+    for side in ("left", "right"):
+        for rows in ([0], list(range(40)), [5, 3, 17, 30], [7, 7]):
+            batch = pad_batch(texts, rows, 0, side)
+            for row, index in enumerate(rows):  # padding: the ids, mask and positions by hand
+                length, width = len(texts[index].ids), batch.input_ids.shape[1]
+                start = width - length if side == "left" else 0
+                assert batch.input_ids[row, start : start + length].tolist() == texts[index].ids
+                assert batch.attention_mask[row].tolist() == [
+                    int(start <= column < start + length) for column in range(width)
+                ]
+                assert batch.position_ids[row, start : start + length].tolist() == list(
+                    range(length)
+                )
+            for positions in ("all", "last", "word_final"):
+                for include_bos in (False, True):
+                    got = position_mask(batch, texts, positions, include_bos)
+                    want = _naive_position_mask(batch, texts, positions, include_bos)
+                    assert torch.equal(got, want), (side, rows, positions, include_bos)

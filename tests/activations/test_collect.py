@@ -73,7 +73,9 @@ def naive_stats(model, texts, lang, positions="all", include_bos=False) -> Activ
     for text in texts:
         encoded = model.tokenizer(text, return_offsets_mapping=True)
         ids = torch.tensor([encoded.input_ids])
-        _, cache = model.run_with_cache(ids)
+        # without no_grad the shared GPT-2 keeps a non-leaf tensor and a later deepcopy fails
+        with torch.no_grad():
+            _, cache = model.run_with_cache(ids)
         n = ids.shape[1]
         if positions == "all":
             keep = list(range(0 if include_bos else 1, n))
