@@ -139,21 +139,30 @@ def check_device(device: str) -> None:
     """Raise :class:`MlingualityError` unless ``device`` exists here (``cuda:N``: N in range).
 
     >>> check_device("cpu")
+    >>> check_device("gpu")
+    Traceback (most recent call last):
+    ...
+    mlinguality.errors.MlingualityError: model.device=gpu: not a torch device (cpu, cuda, cuda:N, mps)
     """
-    if device.startswith("cuda"):
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise MlingualityError(
+            f"model.device={device}: not a torch device (cpu, cuda, cuda:N, mps)"
+        ) from None
+    if parsed.type == "cuda":
         if not torch.cuda.is_available():
             raise MlingualityError(
                 f"model.device={device}: this torch ({torch.__version__}) sees no CUDA device; "
                 "use model.device=cpu"
             )
-        index = torch.device(device).index
         count = torch.cuda.device_count()
-        if index is not None and index >= count:
+        if parsed.index is not None and parsed.index >= count:
             raise MlingualityError(
                 f"model.device={device}: this machine has {count} CUDA device(s), "
                 f"cuda:0 to cuda:{count - 1}"
             )
-    if device == "mps" and not torch.backends.mps.is_available():
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
         raise MlingualityError("model.device=mps: no Apple MPS device here; use model.device=cpu")
 
 

@@ -131,6 +131,7 @@ def test_errors_found_at_start_leave_no_run_folder(prepared, tmp_path):
     (tmp_path / "afile").write_text("")
     cases = [
         (["model.device=cuda"], "model.device=cuda: this torch", 2),
+        (["model.device=gpu"], "model.device=gpu: not a torch device", 2),
         (
             [f"output_dir={tmp_path / 'afile'}"],
             "is a file, not a folder; choose another output_dir",
