@@ -183,11 +183,6 @@ class Batch:
     lengths: list[int]
     padding_side: PaddingSide
 
-    def token_index(self, row: int, token: int) -> int:
-        """Column of the ``token``-th real token of ``row`` in the padded batch."""
-        pad = self.input_ids.shape[1] - self.lengths[row] if self.padding_side == "left" else 0
-        return pad + token
-
 
 def pad_token_id(tokenizer) -> int:
     """The id to pad with: the tokenizer's pad token, else EOS, else BOS, else 0.
@@ -198,6 +193,14 @@ def pad_token_id(tokenizer) -> int:
         if token_id is not None:
             return int(token_id)
     return 0
+
+
+def _text_starts(
+    lengths: Int[Tensor, " batch"], width: int, padding_side: PaddingSide
+) -> Int[Tensor, " batch"]:
+    """Column of each row's token 0 in a padded batch ``width`` wide (left padding shifts the
+    text right)."""
+    return width - lengths if padding_side == "left" else torch.zeros_like(lengths)
 
 
 def pad_batch(
@@ -211,7 +214,7 @@ def pad_batch(
     lengths = [len(texts[index].ids) for index in indices]
     width = max(lengths)
     real = torch.tensor(lengths)
-    start = width - real if padding_side == "left" else torch.zeros_like(real)
+    start = _text_starts(real, width, padding_side)
     column = torch.arange(width)[None, :]
     real_mask = (column >= start[:, None]) & (column < (start + real)[:, None])
     ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
@@ -243,8 +246,7 @@ def position_mask(
     """
     n_rows, width = batch.input_ids.shape
     lengths = torch.tensor(batch.lengths)
-    # column of each row's token 0 (left padding shifts the text right)
-    offset = width - lengths if batch.padding_side == "left" else torch.zeros_like(lengths)
+    offset = _text_starts(lengths, width, batch.padding_side)
     firsts = [0 if include_bos else texts[index].n_prefix for index in batch.indices]
     first = torch.tensor(firsts)
     if positions == "all":  # one comparison for the batch: a Python loop per token cost ~10 us each
