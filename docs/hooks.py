@@ -1,8 +1,8 @@
 """MkDocs hooks: generated reference pages, and every page in docs/ in the navigation.
 
 - ``<!-- generated: config-reference -->`` becomes the config key table
-  (:func:`mlinguality.run.reference.config_markdown`), ``<!-- generated: cli-reference -->`` every
-  subcommand's ``--help`` (:func:`mlinguality.run.reference.cli_markdown`), so the reference is
+  (:func:`mlinguality.cli.reference.config_markdown`), ``<!-- generated: cli-reference -->`` every
+  subcommand's ``--help`` (:func:`mlinguality.cli.reference.cli_markdown`), so the reference is
   rebuilt from the code on every build.
 - Pages present in docs/ but missing from ``nav`` (a new page another change adds, such as
   gpus.md) are appended under "More", so ``mkdocs build --strict`` never hides a page.
@@ -43,9 +43,14 @@ def on_config(config, **kwargs):
 
 
 def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
-    from mlinguality.run import reference
+    from mlinguality.cli import reference
+    from mlinguality.cli.main import build_parser
 
+    generated = {
+        "config_markdown": reference.config_markdown,
+        "cli_markdown": lambda: reference.cli_markdown(build_parser()),
+    }
     for marker, function in _GENERATED.items():
         if marker in markdown:
-            markdown = markdown.replace(marker, getattr(reference, function)())
+            markdown = markdown.replace(marker, generated[function]())
     return markdown

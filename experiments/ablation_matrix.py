@@ -15,7 +15,7 @@ Kept as a script for old command lines; it is ``mlinguality ablation-matrix`` (m
 
 import sys
 
-from mlinguality.run.cli import main
+from mlinguality.cli.main import main
 
 if __name__ == "__main__":
     main(["ablation-matrix", *sys.argv[1:]])

@@ -6,7 +6,7 @@ arguments; it is ``mlinguality run`` under another name (all logic lives in the 
 
 import sys
 
-from mlinguality.run.cli import main
+from mlinguality.cli.main import main
 
 if __name__ == "__main__":
     main(["run", *sys.argv[1:]])

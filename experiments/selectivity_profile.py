@@ -13,7 +13,7 @@ Kept as a script for old command lines; it is ``mlinguality profile`` (mlinguali
 
 import sys
 
-from mlinguality.run.cli import main
+from mlinguality.cli.main import main
 
 if __name__ == "__main__":
     main(["profile", *sys.argv[1:]])

@@ -11,7 +11,7 @@ Kept as a script for old command lines; it is ``mlinguality word-final`` (mlingu
 
 import sys
 
-from mlinguality.run.cli import main
+from mlinguality.cli.main import main
 
 if __name__ == "__main__":
     main(["word-final", *sys.argv[1:]])

@@ -1,6 +1,6 @@
 """``python -m mlinguality`` is the ``mlinguality`` command (also under ``torchrun -m``)."""
 
-from mlinguality.run.cli import main
+from mlinguality.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -128,7 +128,7 @@ def test_missing_path_is_refused():
 def test_unknown_hub_name_offline_fails_fast_with_one_line():
     code = (
         "import os; os.environ['HF_HUB_OFFLINE']='1'\n"
-        "from mlinguality.run.cli import main\n"
+        "from mlinguality.cli.main import main\n"
         "main(['model', 'check', 'facebook/definitely-not-a-cached-model'])\n"
     )
     start = time.perf_counter()

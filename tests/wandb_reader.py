@@ -145,7 +145,7 @@ def check_run_mirror(run_dir: Path) -> OfflineRun:
     - tables and images in rows without a ``layer`` stamp;
     - artifacts for the statistics, the selected neurons, the report and the config.
     """
-    from mlinguality.run.report import flatten
+    from mlinguality.run.summary import flatten
 
     (folder,) = (Path(run_dir) / "wandb").glob("offline-run-*")
     run = read_offline_run(folder)

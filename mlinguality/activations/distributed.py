@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 
 import torch
@@ -216,3 +217,8 @@ def _gather_rows(
     for rank, shard in enumerate(shards):
         out[list(shard)] = parts[rank][: len(shard)]
     return out
+
+
+def world_size() -> int:
+    """Ranks of this launch (torchrun sets ``WORLD_SIZE``; 1 otherwise)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))

@@ -17,44 +17,39 @@ mlinguality.errors.MlingualityError: unknown key 'selectivity.top_rat' (did you 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
+from mlinguality.choices import (
+    AblationMode,
+    AblationPositions,
+    Dtype,
+    Positions,
+    TooLong,
+    WandbMode,
+)
 from mlinguality.errors import MlingualityError
 from mlinguality.run.yamlfile import load_yaml
+from mlinguality.sections import Section, locate, parse_value
+from mlinguality.steering.config import SteeringConfig
 
-_NONE_WORDS = ("none", "null", "~", "")
-
-
-class _Section:
-    """Shared checks of every config dataclass: field types first, then :meth:`validate`."""
-
-    _key: typing.ClassVar[str] = ""  # dotted prefix used in error messages
-
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for item in dataclasses.fields(self):  # type: ignore[arg-type]
-            key = f"{self._key}.{item.name}" if self._key else item.name
-            value = _check_type(getattr(self, item.name), hints[item.name], key)
-            object.__setattr__(self, item.name, value)
-        self.validate()
-
-    def validate(self) -> None:
-        """Range checks beyond the types; raise MlingualityError naming the key."""
-
-    def _fail(self, name: str, message: str) -> typing.NoReturn:
-        key = f"{self._key}.{name}" if self._key else name
-        raise MlingualityError(f"{key}: {message}")
+__all__ = [
+    "AblationConfig",
+    "CollectionConfig",
+    "CorpusConfig",
+    "ModelConfig",
+    "RunConfig",
+    "SelectivityConfig",
+    "SteeringConfig",
+    "TrackingConfig",
+]
 
 
 @dataclass
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """Which model to load and how.
 
     Attributes:
@@ -69,7 +64,7 @@ class ModelConfig(_Section):
     _key = "model"
     spec: str = "gemma-3-270m"
     device: str = "cpu"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Dtype = "float32"
     threads: int | None = None
 
     def validate(self) -> None:
@@ -80,7 +75,7 @@ class ModelConfig(_Section):
 
 
 @dataclass
-class CorpusConfig(_Section):
+class CorpusConfig(Section):
     """The parallel corpus: where it comes from, which languages, how much of it.
 
     Attributes:
@@ -106,7 +101,7 @@ class CorpusConfig(_Section):
     seed: int = 0
     eval_fraction: float = 0.5
     translations: dict[str, str] | None = None
-    too_long: Literal["error", "truncate"] = "error"
+    too_long: TooLong = "error"
 
     def validate(self) -> None:
         if len(self.langs) < 2:
@@ -120,7 +115,7 @@ class CorpusConfig(_Section):
 
 
 @dataclass
-class CollectionConfig(_Section):
+class CollectionConfig(Section):
     """How activations are read and reduced to per-language statistics.
 
     Attributes:
@@ -136,7 +131,7 @@ class CollectionConfig(_Section):
     """
 
     _key = "collection"
-    positions: Literal["all", "last", "word_final"] = "all"
+    positions: Positions = "all"
     include_bos: bool = False
     per_example: bool = True
     batch_tokens: int | None = None
@@ -148,7 +143,7 @@ class CollectionConfig(_Section):
 
 
 @dataclass
-class SelectivityConfig(_Section):
+class SelectivityConfig(Section):
     """Per-layer scoring and the selection of language-specific neurons.
 
     Attributes:
@@ -197,7 +192,7 @@ class SelectivityConfig(_Section):
 
 
 @dataclass
-class AblationConfig(_Section):
+class AblationConfig(Section):
     """Ablating the selected neurons and measuring per-language bits per byte.
 
     Attributes:
@@ -218,13 +213,13 @@ class AblationConfig(_Section):
 
     _key = "ablation"
     enabled: bool = True
-    mode: Literal["zero", "mean"] = "zero"
+    mode: AblationMode = "zero"
     n_random: int = 1
-    positions: Literal["all", "skip_first"] = "skip_first"  # what selection counted
+    positions: AblationPositions = "skip_first"  # what selection counted
     activity_control: bool = True
     eval_limit: int | None = 40  # each of L*(L+1+n_random) evaluations runs these per language
     batch_tokens: int = 512  # Gemma's 262k vocabulary: 512 tokens of logits are 0.5 GB
-    dtype: Literal["float32", "bfloat16", "float16"] | None = None  # None: as model.dtype
+    dtype: Dtype | None = None  # None: as model.dtype
 
     def validate(self) -> None:
         if self.n_random < 0:
@@ -236,69 +231,7 @@ class AblationConfig(_Section):
 
 
 @dataclass
-class SteeringConfig(_Section):
-    """Steering generation with the selected neurons (``mlinguality steer``, docs/steering.md).
-
-    Attributes:
-        enabled: Run the steering stage in ``mlinguality run`` (``mlinguality steer`` always runs).
-        pairs: ``"en-fr"`` pairs (source-target); ``None``: every ordered pair of corpus.langs.
-        alphas: Strengths swept (1 sets the neurons to their targets exactly).
-        deactivate: Source neurons go to ``zero``, their ``mean`` on the other languages, or
-            nowhere (``null``).
-        activate: Target neurons go to their ``mean``, ``max`` or ``quantile`` on target text,
-            or nowhere (``null``).
-        quantile: For ``activate: quantile``: the quantile of per-verse means.
-        positions: Which positions are written: ``all``, ``prompt`` or ``generated``.
-        n_prompts: Held-out examples per source language used as prompts.
-        prompt_words: Prompts are the first this many words of each example.
-        max_new_tokens: Tokens generated per prompt.
-        do_sample: Sample instead of greedy decoding.
-        temperature: Sampling temperature.
-        n_random: Random neuron sets (matched in count per layer) per alpha: the control.
-        activity_control: Draw the random sets from neurons of the same firing rate (deciles
-            per layer on the selection data), not only the same count per layer.
-        batch_size: Prompts per generation batch.
-    """
-
-    _key = "steering"
-    enabled: bool = False
-    pairs: list[str] | None = None
-    alphas: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
-    deactivate: Literal["zero", "mean"] | None = "zero"
-    activate: Literal["mean", "max", "quantile"] | None = "mean"
-    quantile: float = 0.9
-    positions: Literal["all", "prompt", "generated"] = "all"
-    n_prompts: int = 24  # a few dozen per pair: shares move in steps of 1/24
-    prompt_words: int = 5
-    max_new_tokens: int = 24  # enough words for the identifier; each token costs a forward pass
-    do_sample: bool = False
-    temperature: float = 1.0
-    n_random: int = 1
-    activity_control: bool = True
-    batch_size: int = 16
-
-    def validate(self) -> None:
-        if not self.alphas:
-            self._fail("alphas", "give at least one strength")
-        if self.deactivate is None and self.activate is None:
-            self._fail("activate", "deactivate and activate cannot both be null")
-        for name in ("n_prompts", "prompt_words", "max_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                self._fail(name, f"must be >= 1, got {getattr(self, name)}")
-        if self.n_random < 0:
-            self._fail("n_random", f"must be >= 0, got {self.n_random}")
-        if not 0.0 <= self.quantile <= 1.0:
-            self._fail("quantile", f"must be in [0, 1], got {self.quantile}")
-        for pair in self.pairs or []:
-            if len(pair.split("-")) != 2 or not all(pair.split("-")):
-                self._fail("pairs", f"{pair!r} is not of the form 'en-fr'")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class TrackingConfig(_Section):
+class TrackingConfig(Section):
     """The W&B mirror of a run (local files are always written first).
 
     Attributes:
@@ -311,7 +244,7 @@ class TrackingConfig(_Section):
     """
 
     _key = "tracking"
-    wandb: Literal["auto", "online", "offline", "disabled"] = "auto"
+    wandb: WandbMode = "auto"
     project: str = "mlinguality"
     entity: str | None = None
     group: str | None = None
@@ -319,7 +252,7 @@ class TrackingConfig(_Section):
 
 
 @dataclass
-class RunConfig(_Section):
+class RunConfig(Section):
     """Everything one ``mlinguality run`` needs; the defaults are the main job (paper.yaml).
 
     Attributes:
@@ -383,11 +316,6 @@ class RunConfig(_Section):
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """Build from a (possibly partial) nested dict; missing keys take their defaults."""
-        return _build(cls, data, "")
-
-    @classmethod
     def load(cls, path: str | Path) -> RunConfig:
         """Read a YAML file; errors name the file and the key."""
         path = Path(path)
@@ -417,174 +345,6 @@ class RunConfig(_Section):
             key = key.strip().removeprefix("--")
             if not sep or not key:
                 raise MlingualityError(f"override {override!r}: expected section.key=value")
-            hint, node, leaf = _locate(type(self), data, key)
+            hint, node, leaf = locate(type(self), data, key)
             node[leaf] = parse_value(raw, hint, key)
         return type(self).from_dict(data)
-
-
-# --- typing machinery ---------------------------------------------------------------------
-
-
-def _is_optional(hint: Any) -> bool:
-    return _origin(hint) is types.UnionType and type(None) in typing.get_args(hint)
-
-
-def _origin(hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    return types.UnionType if origin is typing.Union else origin
-
-
-def _strip_optional(hint: Any) -> Any:
-    if _is_optional(hint):
-        (inner,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        return inner
-    return hint
-
-
-def _type_name(hint: Any) -> str:
-    if _origin(hint) is Literal:
-        return "one of " + ", ".join(repr(choice) for choice in typing.get_args(hint))
-    if _is_optional(hint):
-        return f"{_type_name(_strip_optional(hint))} or null"
-    if _origin(hint) is list:
-        return "a list"
-    if _origin(hint) is dict:
-        return "a mapping"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
-        hint, getattr(hint, "__name__", str(hint))
-    )
-
-
-def _check_type(value: Any, hint: Any, key: str) -> Any:
-    """Return ``value`` (ints widened to float where a float is wanted) or raise naming ``key``."""
-    if dataclasses.is_dataclass(hint):
-        if isinstance(value, hint):
-            return value
-    elif _is_optional(hint):
-        return None if value is None else _check_type(value, _strip_optional(hint), key)
-    elif _origin(hint) is Literal:
-        if value in typing.get_args(hint) and isinstance(value, str):
-            return value
-    elif _origin(hint) is list:
-        (item,) = typing.get_args(hint)
-        if isinstance(value, (list, tuple)):
-            return [_check_type(entry, item, f"{key}[{i}]") for i, entry in enumerate(value)]
-    elif _origin(hint) is dict:
-        key_hint, value_hint = typing.get_args(hint)
-        if isinstance(value, dict):
-            return {
-                _check_type(k, key_hint, key): _check_type(v, value_hint, f"{key}.{k}")
-                for k, v in value.items()
-            }
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(value, hint):
-        return value
-    raise MlingualityError(f"{key}: expected {_type_name(hint)}, got {value!r}")
-
-
-def parse_value(raw: str, hint: Any, key: str) -> Any:
-    """Parse a command-line string for a field of type ``hint`` (YAML scalars, ``a,b`` lists).
-
-    Strings stay verbatim (``--model.spec=1e3`` is the string ``"1e3"``); ``None`` and ``null``
-    clear optional values (``wandb agent`` writes Python's ``None``).
-    """
-    text = raw.strip()
-    if _is_optional(hint) and text.lower() in _NONE_WORDS:
-        return None
-    inner = _strip_optional(hint)
-    if inner is str or _origin(inner) is Literal:
-        return text
-    if _origin(inner) is list and not text.startswith("["):
-        return [part.strip() for part in text.split(",") if part.strip()]
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise MlingualityError(f"{key}: cannot parse {raw!r} as {_type_name(hint)}") from None
-    return value
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise MlingualityError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [item.name for item in dataclasses.fields(cls)]
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{prefix}.{name}" if prefix else str(name)
-        if name not in names:
-            raise MlingualityError(_unknown(key, [f"{prefix}.{n}" if prefix else n for n in names]))
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, key)
-        else:  # checked here too, so the error is ours even where __init__ is type-checked
-            kwargs[name] = _check_type(value, hint, key)
-    return cls(**kwargs)
-
-
-def _locate(cls: type, data: dict, key: str) -> tuple[Any, dict, str]:
-    """The type hint, parent dict and leaf name of a dotted ``key``."""
-    parts = key.split(".")
-    node, hint = data, cls
-    for depth, part in enumerate(parts):
-        names = [item.name for item in dataclasses.fields(hint)]
-        if part not in names:
-            prefix = ".".join(parts[:depth])
-            raise MlingualityError(_unknown(key, [f"{prefix}.{n}" if prefix else n for n in names]))
-        child = typing.get_type_hints(hint)[part]
-        if depth == len(parts) - 1:
-            if dataclasses.is_dataclass(child):
-                raise MlingualityError(f"{key}: is a section; set one of its keys ({key}.KEY=...)")
-            return child, node, part
-        if not dataclasses.is_dataclass(child):
-            raise MlingualityError(_unknown(key, [".".join(parts[: depth + 1])]))
-        node, hint = node[part], child
-    raise AssertionError("unreachable")
-
-
-def unknown_key_message(key: str, known: list[str]) -> str:
-    """``unknown key 'x' (did you mean 'y'?)``, for every place that checks a dotted key."""
-    return _unknown(key, known)
-
-
-def _unknown(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
-    if close:
-        return f"unknown key {key!r} (did you mean {close[0]!r}?)"
-    return f"unknown key {key!r} (known: {', '.join(known)})"
-
-
-def agent_overrides(argv: list[str]) -> list[str]:
-    """Turn ``--section.key=value`` arguments (what ``wandb agent`` passes) into overrides.
-
-    >>> agent_overrides(["--selectivity.top_rate=0.02", "--corpus.langs=['en', 'ru']"])
-    ['selectivity.top_rate=0.02', "corpus.langs=['en', 'ru']"]
-    """
-    overrides = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not (arg.startswith("--") and sep and len(key) > 2):
-            raise MlingualityError(
-                f"unrecognized argument {arg!r} (config overrides are --section.key=value)"
-            )
-        overrides.append(f"{key[2:]}={value}")
-    return overrides
-
-
-def override_keys() -> list[str]:
-    """Every dotted leaf key a ``--set`` override (or a sweep parameter) may name."""
-
-    def walk(cls: type, prefix: str) -> list[str]:
-        keys = []
-        for name, hint in typing.get_type_hints(cls).items():
-            if name.startswith("_"):
-                continue
-            key = f"{prefix}{name}"
-            keys += walk(hint, key + ".") if dataclasses.is_dataclass(hint) else [key]
-        return keys
-
-    return walk(RunConfig, "")

@@ -1,4 +1,5 @@
-"""The inputs of a run's stages: the model and the corpus splits, loaded on first use.
+"""The inputs of a run's stages: the model and the corpus splits, loaded on first use, and the
+:class:`StageContext` every stage step receives.
 
 Texts longer than the model's context are refused with the example's id, or truncated to the
 context with a warning, as ``corpus.too_long`` says.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mlinguality.errors import MlingualityError
@@ -17,13 +20,19 @@ logger = logging.getLogger(__name__)
 
 
 class RunInputs:
-    """The model and corpus splits, loaded on first use (a fully reused run loads neither)."""
+    """The model and corpus splits, loaded on first use (a fully reused run loads neither).
 
-    def __init__(self, config: RunConfig) -> None:
+    Args:
+        config: The run's configuration.
+        model: A model already loaded (else ``config.model.spec`` is loaded on first use).
+        team: Under torchrun, this rank's :class:`~mlinguality.run.team.Team`.
+    """
+
+    def __init__(self, config: RunConfig, model=None, team=None) -> None:
         self.config = config
-        self._model = None
+        self._model = model
         self._splits = None
-        self.team = None  # under torchrun, this rank's Team (run/distributed.py)
+        self.team = team
 
     @property
     def model(self):
@@ -51,6 +60,17 @@ class RunInputs:
                 raise MlingualityError(_too_few(corpus_cfg, corpus, len(select), len(evaluate)))
             self._splits = (corpus, select, evaluate)
         return self._splits
+
+
+@dataclass
+class StageContext:
+    """What a stage step gets: the config, the inputs, the run folder and (collect only) where
+    its checkpoints go."""
+
+    config: RunConfig
+    inputs: RunInputs
+    run_dir: Path
+    checkpoints: Path | None = None
 
 
 def _too_few(corpus_cfg, corpus, n_select: int, n_eval: int) -> str:

@@ -1,8 +1,8 @@
 """The last stage: ``summary.json``, ``report.md`` and its plots, from a run folder's files.
 
 Everything here reads the files the earlier stages wrote (never their in-memory objects), so a
-report can be rebuilt from any finished run folder: ``write_report(config, run_dir, ...)``.
-:func:`wandb_payload` turns the same files into what :mod:`mlinguality.run.tracking` logs.
+report can be rebuilt from any finished run folder: ``write_report(config, run_dir, ...)``. The
+numbers are :mod:`mlinguality.run.summary`'s; each section of ``report.md`` is one function.
 """
 
 from __future__ import annotations
@@ -10,125 +10,46 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from mlinguality.run.config import RunConfig
+from mlinguality.run.summary import build_summary, read_output
 
 logger = logging.getLogger(__name__)
 
 
-def _read(run_dir: Path, name: str) -> Any:
-    path = run_dir / name
-    if not path.exists():
-        return None
-    return json.loads(path.read_text()) if name.endswith(".json") else pd.read_csv(path)
+@dataclass
+class RunFiles:
+    """The outputs of a run folder that the report reads (None: that stage did not run)."""
 
+    run_dir: Path
+    profile: pd.DataFrame | None
+    u_shape: pd.DataFrame | None
+    chosen: pd.DataFrame | None
+    ablation: dict | None
+    corpus: dict
+    overlap: pd.DataFrame | None
 
-def _num(value: Any) -> float | None:
-    """A plain float, or None for missing/NaN (strict JSON)."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+    @classmethod
+    def read(cls, run_dir: Path) -> RunFiles:
+        return cls(
+            run_dir,
+            profile=read_output(run_dir, "layer_profile.csv"),
+            u_shape=read_output(run_dir, "u_shape.csv"),
+            chosen=read_output(run_dir, "selectivity.csv"),
+            ablation=read_output(run_dir, "ablation.json"),
+            corpus=read_output(run_dir, "corpus.json") or {},
+            overlap=read_output(run_dir, "language_overlap.csv"),
+        )
 
-
-def build_summary(
-    config: RunConfig, run_dir: Path, stages: dict, origins: dict, total_s: float
-) -> dict[str, Any]:
-    """The headline numbers, nested by namespace (``selectivity``, ``ablation``, ``perf``)."""
-    corpus = _read(run_dir, "corpus.json") or {}
-    u_shape = _read(run_dir, "u_shape.csv")
-    chosen = _read(run_dir, "selectivity.csv")
-    ablation = _read(run_dir, "ablation.json")
-    summary: dict[str, Any] = {
-        "run": {
-            "name": run_dir.name,
-            "model": config.model.spec,
-            "langs": list(config.corpus.langs),
-            "n_select": corpus.get("n_select"),
-            "n_eval": (ablation or {}).get("n_eval_examples", corpus.get("n_eval")),
-        }
-    }
-    sel: dict[str, Any] = {}
-    profile = _read(run_dir, "layer_profile.csv")
-    if u_shape is not None and len(u_shape):
-        headline = config.selectivity.metrics[0]
-        if "control" in u_shape:
-            u_shape = u_shape[~u_shape["control"].astype(bool)]
-        rows = u_shape[u_shape["metric"] == headline]
-        if not len(rows):
-            rows = u_shape
-            headline = str(rows["metric"].iloc[0])
-        sel["headline_metric"] = headline
-        sel["u_shape"] = _num(rows["u"].mean())
-        if "u_excess" in rows:  # U of the excess over the permutation null (chance per layer)
-            sel["u_shape_excess"] = _num(rows["u_excess"].mean())
-        sel["u_shape_max_p"] = _num(rows["p_value"].max())
-        if "u_over_floor" in rows and rows["u_over_floor"].notna().any():
-            sel["u_over_floor"] = _num(rows["u_over_floor"].mean())
-        sel["u_shape_by_pair"] = {
-            f"{row.metric}/{row.pair}": {
-                "u": _num(row.u),
-                "u_excess": _num(getattr(row, "u_excess", None)),
-                "p_value": _num(row.p_value),
-            }
-            for row in u_shape.itertuples()
-        }
-    if profile is not None and "control" in profile and profile["control"].any():
-        verse = profile[(profile["metric"] == "verse_distance") & ~profile["control"]]
-        if len(verse) and "q_value" in verse:
-            sel["layers_above_floor"] = {
-                str(pair): int((group["q_value"] < 0.05).sum())
-                for pair, group in verse.groupby("pair", sort=False)
-            }
-    if u_shape is not None and "u_over_floor" in u_shape:
-        verse_u = u_shape[(u_shape["metric"] == "verse_distance") & u_shape["u_over_floor"].notna()]
-        if len(verse_u):  # the U of the per-verse distance minus the same-language floor
-            sel["verse_distance_u_over_floor"] = {
-                str(row.pair): [
-                    _num(row.u_over_floor),
-                    _num(row.u_over_floor_ci_low),
-                    _num(row.u_over_floor_ci_high),
-                ]
-                for row in verse_u.itertuples()
-            }
-    if chosen is not None:
-        per_lang = chosen.groupby("lang", sort=False)["n_selected"].sum()
-        sel["n_selected"] = {str(lang): int(n) for lang, n in per_lang.items()}
-        sel["n_selected_total"] = int(per_lang.sum())
-    summary["selectivity"] = sel
-    if ablation is not None:
-        dominance = ablation["dominance"]
-        summary["ablation"] = {
-            "mode": ablation["mode"],
-            "diagonal_dominance": dominance["ratio"],
-            **{k: v for k, v in dominance.items() if k != "ratio"},
-            "baseline_bits_per_byte": ablation["baseline_bits_per_byte"],
-        }
-    perf: dict[str, Any] = {f"{name}_s": entry["seconds"] for name, entry in stages.items()}
-    perf["total_s"] = round(total_s, 3)
-    perf["reused"] = sorted(name for name, origin in origins.items() if origin != "computed")
-    if origins.get("collect") == "computed" and corpus.get("n_tokens"):
-        tokens = sum(corpus["n_tokens"].values())
-        perf["collect_tokens"] = tokens
-        perf["collect_tokens_per_s"] = round(tokens / max(stages["collect"]["seconds"], 1e-9), 1)
-    summary["perf"] = perf
-    return summary
-
-
-def flatten(summary: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dict -> ``{"a/b/c": value}`` (lists kept as values)."""
-    flat: dict[str, Any] = {}
-    for key, value in summary.items():
-        name = f"{prefix}/{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            flat.update(flatten(value, name))
-        else:
-            flat[name] = value
-    return flat
+    @property
+    def many_languages(self) -> bool:
+        """Three or more languages: the overlap section and its dendrogram are shown."""
+        return self.overlap is not None and self.overlap["lang_a"].nunique() >= 3
 
 
 # --- plots -------------------------------------------------------------------------------------
@@ -183,31 +104,48 @@ def write_report(
     """Write ``summary.json``, the plots and ``report.md``; return the summary."""
     summary = build_summary(config, run_dir, stages, origins, total_s)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    profile = _read(run_dir, "layer_profile.csv")
-    u_shape = _read(run_dir, "u_shape.csv")
-    chosen = _read(run_dir, "selectivity.csv")
-    ablation = _read(run_dir, "ablation.json")
-    corpus = _read(run_dir, "corpus.json") or {}
-    if config.plots and profile is not None and len(profile):
+    files = RunFiles.read(run_dir)
+    if config.plots:
+        write_plots(config, files)
+    lines = [
+        *_header(config, files, summary),
+        *_headline(config, files, summary),
+        *_u_shape_table(config, files),
+        *_profile_section(config, files),
+        *_neurons_section(config, files),
+        *_overlap_section(config, files),
+        *_ablation_section(config, files),
+        *_run_section(summary, stages, origins),
+    ]
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return summary
+
+
+def write_plots(config: RunConfig, files: RunFiles) -> None:
+    """The report's PNGs under ``plots/``."""
+    run_dir = files.run_dir
+    if files.profile is not None and len(files.profile):
         from mlinguality.selectivity.plots import plot_profile_grid
         from mlinguality.selectivity.profile import SelectivityProfile
 
         plot_profile_grid(
-            SelectivityProfile(profile, u_shape),
+            SelectivityProfile(files.profile, files.u_shape),
             run_dir / "plots" / "layer_profile.png",
             title=f"{config.model.spec}: per-layer language selectivity",
         )
-    if config.plots and chosen is not None and len(chosen):
-        plot_selected(chosen, run_dir / "plots" / "selected_neurons.png")
-    overlap = _read(run_dir, "language_overlap.csv")
-    many = overlap is not None and overlap["lang_a"].nunique() >= 3
-    if config.plots and many:
+    if files.chosen is not None and len(files.chosen):
+        plot_selected(files.chosen, run_dir / "plots" / "selected_neurons.png")
+    if files.many_languages:
         from mlinguality.selectivity.overlap import plot_language_overlap
 
-        plot_language_overlap(overlap, run_dir / "plots" / "language_overlap.png")
+        plot_language_overlap(files.overlap, run_dir / "plots" / "language_overlap.png")
 
-    sel, perf = summary["selectivity"], summary["perf"]
-    lines = [
+
+def _header(config: RunConfig, files: RunFiles, summary: dict) -> list[str]:
+    """Title, what ran on what, how to reproduce it."""
+    run_dir, corpus = files.run_dir, files.corpus
+    lines: list[str] = []
+    lines += [
         f"# mlinguality run `{run_dir.name}`",
         "",
         f"Model `{config.model.spec}` ({config.model.dtype}); corpus `{config.corpus.source}`"
@@ -220,6 +158,13 @@ def write_report(
     if corpus.get("translations"):
         names = ", ".join(f"{lang}: {name}" for lang, name in corpus["translations"].items())
         lines += ["", f"Translations: {names}."]
+    return lines
+
+
+def _headline(config: RunConfig, files: RunFiles, summary: dict) -> list[str]:
+    """The headline bullets."""
+    sel, ablation = summary["selectivity"], files.ablation
+    lines: list[str] = []
     lines += ["", "## Headline", ""]
     if "u_shape" in sel:
         lines.append(
@@ -269,6 +214,13 @@ def write_report(
             f"for {dom['n_diagonal_max']}/{dom['n_langs']} languages. Positions ablated: "
             f"`{ablation.get('positions', 'all')}`."
         )
+    return lines
+
+
+def _u_shape_table(config: RunConfig, files: RunFiles) -> list[str]:
+    """The U-shape statistic of every metric and pair."""
+    u_shape = files.u_shape
+    lines: list[str] = []
     if u_shape is not None and len(u_shape):
         lines += ["", "### U-shape by metric and pair", ""]
         lines += [
@@ -306,6 +258,13 @@ def write_report(
                 for r in u_shape.itertuples()
             ],
         )
+    return lines
+
+
+def _profile_section(config: RunConfig, files: RunFiles) -> list[str]:
+    """The per-layer profile, with the same-language floor."""
+    profile = files.profile
+    lines: list[str] = []
     if profile is not None and len(profile):
         lines += ["", "## Per-layer profile", ""]
         if config.plots:
@@ -331,6 +290,13 @@ def write_report(
                 for layer, row in zip(wide.index, wide.values, strict=True)
             ],
         )
+    return lines
+
+
+def _neurons_section(config: RunConfig, files: RunFiles) -> list[str]:
+    """Language-specific neurons per layer and language."""
+    chosen = files.chosen
+    lines: list[str] = []
     if chosen is not None and len(chosen):
         lines += ["", "## Language-specific neurons", ""]
         if config.plots:
@@ -341,7 +307,14 @@ def write_report(
             ["layer", *map(str, wide.columns)],
             [[layer, *map(int, row)] for layer, row in zip(wide.index, wide.values, strict=True)],
         )
-    if many:
+    return lines
+
+
+def _overlap_section(config: RunConfig, files: RunFiles) -> list[str]:
+    """Which languages share neurons (three or more languages)."""
+    overlap = files.overlap
+    lines: list[str] = []
+    if files.many_languages:
         from mlinguality.selectivity.overlap import FAMILIES, cluster_languages, mean_within
 
         lines += ["", "## Which languages share neurons", ""]
@@ -361,6 +334,13 @@ def write_report(
             families = ", ".join(f"{k} {v:.2f}" for k, v in within.items())
             rows.append([band, tree, families])
         lines += _table(["band", "clustering", "within / between families"], rows)
+    return lines
+
+
+def _ablation_section(config: RunConfig, files: RunFiles) -> list[str]:
+    """The ablation matrix of changes in bits per byte."""
+    ablation = files.ablation
+    lines: list[str] = []
     if ablation is not None:
         lines += ["", "## Ablation: change in bits per byte", ""]
         lines += ["![ablation heatmap](ablation.png)", ""]
@@ -386,6 +366,13 @@ def write_report(
                 )
             ],
         )
+    return lines
+
+
+def _run_section(summary: dict, stages: dict, origins: dict) -> list[str]:
+    """Stages, their origins and times."""
+    perf = summary["perf"]
+    lines: list[str] = []
     lines += ["", "## Run", ""]
     lines += _table(
         ["stage", "origin", "seconds"],
@@ -400,57 +387,4 @@ def write_report(
             f"Collection: {perf['collect_tokens']} counted tokens, "
             f"{_fmt(perf['collect_tokens_per_s'], '.0f')} tokens/s."
         )
-    (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return summary
-
-
-def wandb_payload(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    """What the tracker logs: per-layer rows (``per_layer/...``), tables, images, the flat summary."""
-    profile = _read(run_dir, "layer_profile.csv")
-    chosen = _read(run_dir, "selectivity.csv")
-    ablation = _read(run_dir, "ablation.json")
-    layers: dict[int, dict[str, Any]] = {}
-    if profile is not None:
-        for row in profile.itertuples():
-            layers.setdefault(int(row.layer), {"layer": int(row.layer)})[
-                f"per_layer/selectivity/{row.metric}/{row.pair}"
-            ] = _num(row.value)
-    if chosen is not None:
-        for row in chosen.itertuples():
-            layers.setdefault(int(row.layer), {"layer": int(row.layer)})[
-                f"per_layer/n_selected/{row.lang}"
-            ] = int(row.n_selected)
-    tables: dict[str, tuple[list[str], list[list[Any]]]] = {}
-    if profile is not None:
-        clean = profile.astype(object).where(profile.notna(), None)
-        tables["selectivity/layer_profile"] = (list(profile.columns), clean.values.tolist())
-    if ablation is not None:
-        tables["ablation/matrix"] = (
-            ["ablated", *ablation["langs"]],
-            [
-                [row, *cells]
-                for row, cells in zip(
-                    ablation["rows"], ablation["delta_bits_per_byte"], strict=True
-                )
-            ],
-        )
-    images = {
-        key: run_dir / name
-        for key, name in (
-            ("selectivity/profile", "plots/layer_profile.png"),
-            ("selectivity/selected_neurons", "plots/selected_neurons.png"),
-            ("ablation/heatmap", "ablation.png"),
-        )
-        if (run_dir / name).exists()
-    }
-    flat = {
-        key: value
-        for key, value in flatten(summary).items()
-        if key.split("/")[0] in ("selectivity", "ablation", "perf")
-    }
-    return {
-        "layers": [layers[k] for k in sorted(layers)],
-        "tables": tables,
-        "images": images,
-        "summary": flat,
-    }
+    return lines

@@ -110,7 +110,7 @@ class Run:
     @cached_property
     def masks(self) -> dict:
         """``{lang: Bool[layer, d_mlp]}``: the selected neurons as masks for the ablation hooks."""
-        from mlinguality.run.pipeline import load_masks
+        from mlinguality.run.steps.select import load_masks
 
         if not (self.path / "selected_neurons.safetensors").exists():
             raise MlingualityError(f"run {self.path}: no selected neurons (select never ran)")
@@ -158,7 +158,7 @@ def _load_neurons(path: Path) -> pd.DataFrame | None:
     table = _csv(path / "selected_neurons.csv")
     if table is not None or not (path / "selected_neurons.safetensors").exists():
         return table
-    from mlinguality.run.pipeline import load_masks
+    from mlinguality.run.steps.select import load_masks
     from mlinguality.selectivity.neurons import neuron_table
 
     return neuron_table(load_masks(path))

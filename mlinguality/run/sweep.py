@@ -229,12 +229,9 @@ def check_runs(spec: SweepSpec, runs: list[dict[str, Any]], where: str = "sweep"
     """
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-    from mlinguality.run.config import (
-        RunConfig,
-        agent_overrides,
-        override_keys,
-        unknown_key_message,
-    )
+    from mlinguality.run.config import RunConfig
+    from mlinguality.run.overrides import agent_overrides, override_keys
+    from mlinguality.sections import unknown_key_message
 
     keys = override_keys()
     for name in spec.parameters:

@@ -22,7 +22,6 @@ import logging
 import math
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,11 +30,9 @@ from mlinguality.ablation.evaluation import encode_texts, evaluate
 from mlinguality.ablation.hooks import NeuronMask, firing_rate, random_matched_mask
 from mlinguality.activations.stats import ActivationStats
 from mlinguality.errors import MlingualityError
+from mlinguality.steering.config import SteeringConfig
 from mlinguality.steering.generation import Generations, generate
 from mlinguality.steering.interventions import (
-    ACTIVATE,
-    DEACTIVATE,
-    POSITIONS,
     Intervention,
     language_intervention,
     steering_hooks,
@@ -47,54 +44,8 @@ logger = logging.getLogger(__name__)
 CONDITIONS = ("none", "steer", "random")
 
 
-@dataclass
-class SteeringSettings:
-    """What to steer and how to generate (the ``steering`` section of a run config).
-
-    Attributes:
-        alphas: Strengths swept (1 sets the neurons exactly to their targets).
-        deactivate: Source neurons: ``"zero"``, ``"mean"`` (over other languages) or ``None``.
-        activate: Target neurons: ``"mean"``, ``"max"``, ``"quantile"`` or ``None``.
-        quantile: For ``activate="quantile"``: the quantile of per-verse mean activations.
-        positions: ``"all"``, ``"prompt"`` or ``"generated"`` (BOS and pads never).
-        max_new_tokens: Tokens generated per prompt.
-        do_sample: Sample instead of greedy decoding (same seeds in every condition).
-        temperature: Sampling temperature.
-        seed: Sampling and random-control seed.
-        n_random: Random neuron sets per alpha (0: no random control).
-        activity_control: Match the random sets in firing rate too (deciles per layer), not only
-            in count per layer: selected neurons are busy neurons.
-        batch_size: Prompts per generation batch.
-        distinct: n of the distinct-n-gram rate.
-    """
-
-    alphas: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
-    deactivate: str | None = "zero"
-    activate: str | None = "mean"
-    quantile: float = 0.9
-    positions: str = "all"
-    max_new_tokens: int = 24
-    do_sample: bool = False
-    temperature: float = 1.0
-    seed: int = 0
-    n_random: int = 1
-    activity_control: bool = True
-    batch_size: int = 16
-    distinct: int = 2
-
-    def __post_init__(self) -> None:
-        if not self.alphas:
-            raise MlingualityError("steering.alphas: give at least one strength")
-        if self.deactivate is not None and self.deactivate not in DEACTIVATE:
-            raise MlingualityError(f"steering.deactivate: {self.deactivate!r} not in {DEACTIVATE}")
-        if self.activate is not None and self.activate not in ACTIVATE:
-            raise MlingualityError(f"steering.activate: {self.activate!r} not in {ACTIVATE}")
-        if self.deactivate is None and self.activate is None:
-            raise MlingualityError("steering: deactivate and activate cannot both be none")
-        if self.positions not in POSITIONS:
-            raise MlingualityError(f"steering.positions: {self.positions!r} not in {POSITIONS}")
-        if self.max_new_tokens < 1 or self.batch_size < 1 or self.n_random < 0:
-            raise MlingualityError("steering: max_new_tokens, batch_size >= 1, n_random >= 0")
+# n of the distinct-n-gram rate (1 - repetition) of each generation
+DISTINCT = 2
 
 
 def _seed(seed: int, *parts) -> int:
@@ -118,7 +69,6 @@ def _score(
     model,
     generations: Generations,
     identifier: LanguageIdentifier,
-    settings: SteeringSettings,
 ) -> list[dict]:
     """Language, probability, fluency and repetition of each generation (no hooks active)."""
     bpb = text_bits_per_byte(model, generations.texts)
@@ -135,15 +85,15 @@ def _score(
                 "n_new_tokens": len(generations.new_ids[i]),
                 "stopped": generations.stopped[i],
                 "bits_per_byte": bpb[i],
-                f"distinct_{settings.distinct}": distinct_n(
-                    generations.new_ids[i], settings.distinct
-                ),
+                f"distinct_{DISTINCT}": distinct_n(generations.new_ids[i], DISTINCT),
             }
         )
     return rows
 
 
-def _generate(model, prompts, settings, intervention: Intervention | None) -> Generations:
+def _generate(
+    model, prompts, settings: SteeringConfig, intervention: Intervention | None, seed: int
+) -> Generations:
     hooks = None
     if intervention is not None:
         hooks = steering_hooks(model, intervention, settings.positions)
@@ -154,7 +104,7 @@ def _generate(model, prompts, settings, intervention: Intervention | None) -> Ge
         hooks=hooks,
         do_sample=settings.do_sample,
         temperature=settings.temperature,
-        seed=settings.seed,
+        seed=seed,
         batch_size=settings.batch_size,
     )
 
@@ -164,7 +114,7 @@ def random_intervention(
     masks: Mapping[str, NeuronMask],
     source: str,
     target: str,
-    settings: SteeringSettings,
+    settings: SteeringConfig,
     generator: torch.Generator,
     activity=None,
 ) -> Intervention:
@@ -194,9 +144,10 @@ def steering_experiment(
     masks: Mapping[str, NeuronMask],
     prompts: Mapping[str, Sequence[str]],
     pairs: Sequence[tuple[str, str]],
-    settings: SteeringSettings | None = None,
+    settings: SteeringConfig | None = None,
     identifier: LanguageIdentifier | None = None,
     progress=None,
+    seed: int = 0,
 ) -> list[dict]:
     """One row per (pair, condition, alpha, random draw, prompt): see the module docstring.
 
@@ -206,11 +157,14 @@ def steering_experiment(
         masks: Per-language selected neurons.
         prompts: Source-language prompts per source language.
         pairs: ``(source, target)`` pairs.
-        settings: Generation and intervention settings.
+        settings: Generation and intervention settings (the ``steering`` section of a run
+            config; ``enabled``, ``pairs``, ``n_prompts`` and ``prompt_words`` are the
+            runner's and are not read here).
         identifier: Language identifier (default: py3langid over all its languages).
         progress: Optional callable ``(done, total, label)`` called after each generation run.
+        seed: Sampling and random-control seed (a run passes its ``seed``).
     """
-    settings = settings or SteeringSettings()
+    settings = settings or SteeringConfig()
     identifier = identifier or LanguageIdentifier()
     for source, target in pairs:
         if source == target:
@@ -246,7 +200,7 @@ def steering_experiment(
 
     for source in sources:
         source_prompts = list(prompts[source])
-        base = _score(model, _generate(model, source_prompts, settings, None), identifier, settings)
+        base = _score(model, _generate(model, source_prompts, settings, None, seed), identifier)
         tick(f"{source} none")
         for src, target in pairs:
             if src == source:
@@ -264,7 +218,7 @@ def steering_experiment(
                 quantile=settings.quantile,
             )
             for alpha in settings.alphas:
-                out = _generate(model, source_prompts, settings, chosen.with_alpha(alpha))
+                out = _generate(model, source_prompts, settings, chosen.with_alpha(alpha), seed)
                 record(
                     source,
                     target,
@@ -272,17 +226,17 @@ def steering_experiment(
                     alpha,
                     0,
                     chosen.n_neurons,
-                    _score(model, out, identifier, settings),
+                    _score(model, out, identifier),
                 )
                 tick(f"{source}->{target} steer alpha={alpha}")
                 for draw in range(settings.n_random):
-                    generator = torch.Generator().manual_seed(
-                        _seed(settings.seed, source, target, draw)
-                    )
+                    generator = torch.Generator().manual_seed(_seed(seed, source, target, draw))
                     control = random_intervention(
                         stats, masks, source, target, settings, generator, activity
                     )
-                    out = _generate(model, source_prompts, settings, control.with_alpha(alpha))
+                    out = _generate(
+                        model, source_prompts, settings, control.with_alpha(alpha), seed
+                    )
                     record(
                         source,
                         target,
@@ -290,7 +244,7 @@ def steering_experiment(
                         alpha,
                         draw,
                         control.n_neurons,
-                        _score(model, out, identifier, settings),
+                        _score(model, out, identifier),
                     )
                     tick(f"{source}->{target} random alpha={alpha}")
     return rows
@@ -302,7 +256,7 @@ def _mean(values) -> float:
 
 
 def summarize(
-    rows: Sequence[dict], accuracy: Mapping[str, float] | None = None, distinct: int = 2
+    rows: Sequence[dict], accuracy: Mapping[str, float] | None = None, distinct: int = DISTINCT
 ) -> list[dict]:
     """Per (source, target, condition, alpha): outcome shares, mean fluency and repetition,
     and the identifier's accuracy on unsteered corpus text of the source and target languages."""
@@ -350,13 +304,10 @@ def write_rows(rows: Sequence[dict], path: str | Path) -> Path:
     return path
 
 
-def settings_dict(settings: SteeringSettings) -> dict:
-    return asdict(settings)
-
-
 __all__ = [
     "CONDITIONS",
-    "SteeringSettings",
+    "DISTINCT",
+    "SteeringConfig",
     "random_intervention",
     "steering_experiment",
     "summarize",

@@ -78,8 +78,8 @@ def test_split_of_the_bible_is_stable(bible):
 
 
 def test_corpus_info_counts_gemma_tokens(capsys):
-    from mlinguality.corpus.cli import load_tokenizer
-    from mlinguality.run.cli import main
+    from mlinguality.cli.corpus import load_tokenizer
+    from mlinguality.cli.main import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(

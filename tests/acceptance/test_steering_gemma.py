@@ -13,7 +13,8 @@ from mlinguality.activations.collect import collect
 from mlinguality.corpus import load_corpus
 from mlinguality.selectivity.selection import select_language_neurons
 from mlinguality.steering import generate, language_intervention, steering_hooks
-from mlinguality.steering.experiment import SteeringSettings, steering_experiment, summarize
+from mlinguality.steering.config import SteeringConfig
+from mlinguality.steering.experiment import steering_experiment, summarize
 from mlinguality.steering.language_id import LanguageIdentifier, first_words
 
 pytestmark = pytest.mark.slow
@@ -54,7 +55,7 @@ def test_experiment_tables_and_identifier_accuracy(gemma, selected):
     identifier = LanguageIdentifier()
     accuracy = identifier.accuracy({lang: held_out.texts(lang) for lang in LANGS})
     assert min(accuracy.values()) >= 0.8, accuracy  # py3langid on Bible verses
-    settings = SteeringSettings(alphas=[2.0], max_new_tokens=12, n_random=1, batch_size=6)
+    settings = SteeringConfig(alphas=[2.0], max_new_tokens=12, n_random=1, batch_size=6)
     rows = steering_experiment(gemma, stats, masks, prompts, [("en", "fr")], settings, identifier)
     summary = {row["condition"]: row for row in summarize(rows, accuracy)}
     assert set(summary) == {"none", "steer", "random"}

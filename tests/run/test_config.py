@@ -15,9 +15,8 @@ from mlinguality.run.config import (
     CorpusConfig,
     RunConfig,
     SelectivityConfig,
-    agent_overrides,
-    override_keys,
 )
+from mlinguality.run.overrides import agent_overrides, override_keys
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -177,7 +176,7 @@ def test_agent_overrides_reject_other_arguments():
 
 def test_cli_parses_set_and_agent_style_arguments(monkeypatch):
     """`mlinguality run CONFIG --set ... --k=v` reaches the runner as one resolved config."""
-    import mlinguality.run.cli as cli
+    import mlinguality.cli.main as cli
 
     seen = {}
 
@@ -208,7 +207,7 @@ def test_cli_parses_set_and_agent_style_arguments(monkeypatch):
 
 
 def test_cli_unknown_key_exits_2_with_one_line(capsys):
-    import mlinguality.run.cli as cli
+    import mlinguality.cli.main as cli
 
     with pytest.raises(SystemExit) as exit_:
         cli.main(["run", "--selectivity.top_rat=0.03"])
@@ -221,7 +220,7 @@ def test_cli_unknown_key_exits_2_with_one_line(capsys):
 
 
 def test_other_commands_still_reject_unknown_arguments(capsys):
-    import mlinguality.run.cli as cli
+    import mlinguality.cli.main as cli
 
     with pytest.raises(SystemExit) as exit_:
         cli.main(["model", "check", "tiny", "--selectivity.top_rate=0.1"])

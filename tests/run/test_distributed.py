@@ -115,7 +115,7 @@ def test_ranks_started_with_other_configs_stop_with_one_line(tmp_path):
     script = tmp_path / "mismatch.py"
     script.write_text(
         "import os, sys\n"
-        "from mlinguality.run.cli import main\n"
+        "from mlinguality.cli.main import main\n"
         "seed = os.environ['RANK']\n"
         f"main(['run', {str(tmp_path / 'cfg.yaml')!r}, '--set', 'seed=' + seed])\n"
     )
@@ -148,7 +148,7 @@ if os.environ["RANK"] == "1":  # rank 1 dies (SIGKILL: no cleanup) after its fir
 
     collect._save_checkpoint = save
 
-from mlinguality.run.cli import main
+from mlinguality.cli.main import main
 
 main(sys.argv[1:])
 """
@@ -224,8 +224,8 @@ def test_nccl_ranks_without_a_gpu_stop_with_one_line(tmp_path):
 def test_more_nccl_ranks_than_gpus_is_one_line(monkeypatch):
     from mlinguality.errors import MlingualityError
     from mlinguality.run.config import RunConfig
-    from mlinguality.run.distributed import start_team
-    from mlinguality.run.runner import check_device
+    from mlinguality.run.preflight import check_device
+    from mlinguality.run.team import start_team
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

@@ -22,24 +22,24 @@ _DRIVER = textwrap.dedent(
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
 
-    from mlinguality.run import stages
+    from mlinguality.run import stage_cache
 
-    real_run = stages.StageLog.run
+    real_run = stage_cache.StageLog.run
 
-    def run(self, stage, key, compute):
+    def run(self, stage, key, names, compute):
         if point == f"before:{stage}":
             die()
 
         def computing():
             compute()
             if point == f"during:{stage}":  # outputs written, one half-written, not recorded
-                path = self.run_dir / stages.OUTPUTS[stage][-1]
+                path = self.run_dir / list(names)[-1]
                 path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
                 die()
 
-        return real_run(self, stage, key, computing)
+        return real_run(self, stage, key, names, computing)
 
-    stages.StageLog.run = run
+    stage_cache.StageLog.run = run
     if point == "mid:collect":  # after the first language's checkpoint
         import importlib
 
@@ -57,7 +57,7 @@ _DRIVER = textwrap.dedent(
 
         report.write_report = lambda *args, **kwargs: die()
 
-    from mlinguality.run.cli import main
+    from mlinguality.cli.main import main
 
     main(sys.argv[1:])
     """

@@ -205,7 +205,7 @@ def test_damaged_cache_entry_is_rebuilt_and_runs_never_share_files(prepared, tmp
     # (safetensors metadata order varies between writes, so compare the tensors)
     from safetensors.torch import load_file
 
-    from mlinguality.run.stages import damage
+    from mlinguality.run.stage_cache import damage
 
     assert len(stats.read_bytes()) == len(intact)
     record = json.loads((collect / "record.json").read_text())["files"]
@@ -315,7 +315,7 @@ def test_interrupt_is_one_line_and_resumes(prepared, tmp_path, signum):
 def test_stale_temp_folders_are_cleaned(prepared, tmp_path):
     """Temp folders of killed processes (dead pid) in the cache go on the next start; a live
     process's temp folder stays."""
-    from mlinguality.run.stages import clean_stale_temps
+    from mlinguality.run.stage_cache import clean_stale_temps
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

@@ -285,7 +285,7 @@ def test_offline_wandb_run_mirrors_the_run(first_run):
 def test_cli_rerun_reuses_stages_from_the_cache(first_run, capsys):
     """`mlinguality run CONFIG --selectivity.top_rate=...`: collection and scoring come from the
     cache, selection is recomputed (ablation and plots off to keep it fast)."""
-    import mlinguality.run.cli as cli
+    import mlinguality.cli.main as cli
 
     root, config, first_dir = first_run
     path = root / "cli.yaml"
@@ -340,18 +340,23 @@ def test_wandb_failure_keeps_local_results(first_run, monkeypatch, caplog):
 
 
 def test_interrupted_run_resumes_where_it_stopped(first_run, monkeypatch):
-    import mlinguality.run.pipeline as pipeline
+    import dataclasses
+
+    import mlinguality.run.stages as stages
     from mlinguality.run.runner import run_experiment
 
     _, config, _ = first_run
     overrides = ["selectivity.top_rate=0.2", "ablation.enabled=false", "plots=false", "name=crash"]
     config = config.with_overrides([*overrides, "tracking.wandb=disabled"])
-    real_select = pipeline.select
+    real_stages = stages.STAGES
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "select", crash)
+    crashing = [
+        dataclasses.replace(s, step=crash) if s.name == "select" else s for s in real_stages
+    ]
+    monkeypatch.setattr(stages, "STAGES", tuple(crashing))
     with pytest.raises(KeyboardInterrupt, match="^interrupted at stage select; resume with `ml"):
         run_experiment(config)
     (run_dir,) = Path(config.output_dir).glob("crash-*")
@@ -359,7 +364,7 @@ def test_interrupted_run_resumes_where_it_stopped(first_run, monkeypatch):
     assert before["select"]["status"] == "interrupted"
     before = {k: v for k, v in before.items() if v["status"] == "done"}
     assert set(before) == {"collect", "score"}
-    monkeypatch.setattr(pipeline, "select", real_select)
+    monkeypatch.setattr(stages, "STAGES", real_stages)
     assert run_experiment(config, resume=run_dir) == run_dir
     after = json.loads((run_dir / "stages.json").read_text())
     assert {k: after[k] for k in before} == before  # finished stages were not redone
@@ -425,7 +430,7 @@ def test_compare_reports_overlap_and_ablation_deltas(first_run, tmp_path, capsys
 
     import pandas as pd
 
-    import mlinguality.run.cli as cli
+    import mlinguality.cli.main as cli
 
     _, _, run_dir = first_run
     other = tmp_path / "other"

@@ -7,8 +7,8 @@ import torch
 
 from mlinguality.activations.collect import collect
 from mlinguality.activations.stats import load_stats
+from mlinguality.cli.main import main
 from mlinguality.errors import MlingualityError
-from mlinguality.run.cli import main
 from mlinguality.run.runner import run_experiment
 from mlinguality.run.shards import merge_folders
 from tests.run.test_distributed import ablation_cells
@@ -155,7 +155,7 @@ def test_half_precision_ablation_on_a_cpu_without_half_matmuls_is_flagged(
     monkeypatch, capability, dtype, warns
 ):
     """bf16 forwards on an AVX2 CPU are emulated: ~7x slower than fp32 (performance.md)."""
-    from mlinguality.run import pipeline
+    from mlinguality.run.steps import ablate
 
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    assert pipeline._cpu_lacks_bf16(dtype) is warns
+    assert ablate._cpu_lacks_bf16(dtype) is warns

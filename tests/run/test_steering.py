@@ -8,7 +8,7 @@ import json
 import pytest
 
 from mlinguality.errors import MlingualityError
-from mlinguality.run.steering import read_prompt_file
+from mlinguality.run.steps.steer import read_prompt_file
 from tests.run.test_runner import _config, _write_corpus
 from tests.wandb_reader import read_offline_run
 
@@ -63,7 +63,7 @@ def test_run_with_a_steering_section_writes_the_stage(steered_run):
 
 
 def test_steer_command_on_a_finished_run_with_a_prompt_file(steered_run, tmp_path, capsys):
-    from mlinguality.run.cli import main
+    from mlinguality.cli.main import main
 
     _, _, run_dir = steered_run
     prompts = tmp_path / "prompts.txt"

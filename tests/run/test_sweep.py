@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from mlinguality.errors import MlingualityError
-from mlinguality.run.config import RunConfig, agent_overrides
+from mlinguality.run.config import RunConfig
+from mlinguality.run.overrides import agent_overrides
 from mlinguality.run.sweep import (
     agent_command,
     expand,
@@ -163,7 +164,7 @@ def test_agent_command_is_what_the_program_parses():
 
 def test_args_without_hyphens_reach_the_config(tmp_path, capsys):
     """W&B accepts ${args_no_hyphens}; `mlinguality run` reads section.key=value as overrides."""
-    import mlinguality.run.cli as cli
+    import mlinguality.cli.main as cli
 
     spec = parse_sweep(
         {
@@ -206,7 +207,8 @@ _FAKE_PROGRAM = textwrap.dedent(
     # and writes a run folder with a summary.json, without loading any model.
     import json, sys
     from pathlib import Path
-    from mlinguality.run.config import RunConfig, agent_overrides
+    from mlinguality.run.config import RunConfig
+from mlinguality.run.overrides import agent_overrides
 
     config = RunConfig().with_overrides(agent_overrides(sys.argv[1:]))
     if config.ablation.mode == "mean" and config.selectivity.top_rate > 0.015:

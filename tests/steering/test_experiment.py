@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mlinguality.activations.stats import ActivationStats
+from mlinguality.steering.config import SteeringConfig
 from mlinguality.steering.experiment import (
-    SteeringSettings,
     random_intervention,
     steering_experiment,
     summarize,
@@ -58,7 +58,7 @@ def test_bits_per_byte_of_texts_equals_a_manual_nll(tiny_model):
 
 def test_random_control_is_matched_in_count_per_layer(setup):
     stats, masks = setup
-    settings = SteeringSettings()
+    settings = SteeringConfig()
     control = random_intervention(
         stats, masks, "en", "fr", settings, torch.Generator().manual_seed(0)
     )
@@ -70,7 +70,7 @@ def test_random_control_is_matched_in_count_per_layer(setup):
 
 def test_experiment_rows_conditions_and_summary(tiny_model, setup, tmp_path):
     stats, masks = setup
-    settings = SteeringSettings(alphas=[4.0], max_new_tokens=4, n_random=1, batch_size=3)
+    settings = SteeringConfig(alphas=[4.0], max_new_tokens=4, n_random=1, batch_size=3)
     calls = []
     rows = steering_experiment(
         tiny_model,
@@ -112,10 +112,12 @@ def test_experiment_rows_conditions_and_summary(tiny_model, setup, tmp_path):
 def test_settings_are_checked():
     from mlinguality.errors import MlingualityError
 
-    with pytest.raises(MlingualityError, match="both be none"):
-        SteeringSettings(deactivate=None, activate=None)
-    with pytest.raises(MlingualityError, match="positions"):
-        SteeringSettings(positions="last")
+    with pytest.raises(
+        MlingualityError, match="^steering.activate: deactivate and activate cannot"
+    ):
+        SteeringConfig.from_dict({"deactivate": None, "activate": None})
+    with pytest.raises(MlingualityError, match="^steering.positions: expected one of 'all'"):
+        SteeringConfig.from_dict({"positions": "last"})
 
 
 def test_experiment_random_control_is_activity_matched(tiny_model, setup, monkeypatch):
@@ -134,7 +136,7 @@ def test_experiment_random_control_is_activity_matched(tiny_model, setup, monkey
         return control
 
     monkeypatch.setattr(experiment, "random_intervention", spy)
-    settings = SteeringSettings(alphas=[1.0], max_new_tokens=1, n_random=1, batch_size=3)
+    settings = SteeringConfig(alphas=[1.0], max_new_tokens=1, n_random=1, batch_size=3)
     steering_experiment(tiny_model, stats, masks, PROMPTS, [("en", "fr")], settings)
     activity, mask = drawn[-1]
     assert activity is not None and torch.equal(activity, firing_rate(stats))
@@ -145,7 +147,7 @@ def test_experiment_random_control_is_activity_matched(tiny_model, setup, monkey
             bins[layer][union[layer]].tolist()
         )
     drawn.clear()
-    plain = SteeringSettings(
+    plain = SteeringConfig(
         alphas=[1.0], max_new_tokens=1, n_random=1, batch_size=3, activity_control=False
     )
     steering_experiment(tiny_model, stats, masks, PROMPTS, [("en", "fr")], plain)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from mlinguality.cli.corpus import describe, format_info, load_tokenizer, parse_translations
+from mlinguality.cli.main import main
 from mlinguality.corpus import load_corpus
-from mlinguality.corpus.cli import describe, format_info, load_tokenizer, parse_translations
 from mlinguality.errors import MlingualityError
 from mlinguality.model import TinyModelConfig, build_tiny_tokenizer
-from mlinguality.run.cli import main
 
 TSV = (
     "id\ten\thi\tzh\n"

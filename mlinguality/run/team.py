@@ -26,12 +26,10 @@ from pathlib import Path
 
 import torch
 
+from mlinguality.activations.distributed import world_size
 from mlinguality.errors import MlingualityError, RunFault
 
-
-def world_size() -> int:
-    """Ranks of this launch (torchrun sets ``WORLD_SIZE``; 1 otherwise)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+__all__ = ["Team", "run_team", "start_team", "world_size"]
 
 
 @dataclass
@@ -102,9 +100,9 @@ class Team:
         """Rank 0 and the workers: split the evaluations; rank 0 gets the matrix.
 
         ``settings`` (rank 0 only): ``(masks, mean, activity, meta)`` of
-        :func:`mlinguality.run.pipeline.ablate`, sent to the workers.
+        :func:`mlinguality.run.steps.ablate.ablate`, sent to the workers.
         """
-        from mlinguality.run.pipeline import ablation_model
+        from mlinguality.run.steps.ablate import ablation_model
 
         if self.is_leader:
             self.broadcast(("ablate", None))
@@ -259,7 +257,7 @@ def run_team(config, resume: Path | None = None) -> Path | None:
             if task == "collect":
                 team.collect(inputs, config, Path(payload))
             elif task == "ablate":
-                from mlinguality.run.pipeline import encode_held_out
+                from mlinguality.run.steps.ablate import encode_held_out
 
                 _, encoded = encode_held_out(config, inputs)
                 team.ablate(inputs, config, encoded)

@@ -1,4 +1,6 @@
-"""The steering stage of a run folder, and ``mlinguality steer RUN_DIR --from en --to fr``.
+"""The ``steer`` step: steering generation with a finished run's neurons -> ``steering/``.
+
+Also what ``mlinguality steer RUN_DIR --from en --to fr`` runs (:mod:`mlinguality.cli.steer`).
 
 Reads a finished run (``config.yaml``, ``stats/``, ``selected_neurons.safetensors``), takes prompts
 from the held-out evaluation split (never the selection split) in each source language, cut to
@@ -19,40 +21,19 @@ lines are used for every source language.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 from mlinguality.errors import MlingualityError
-from mlinguality.run.config import RunConfig, SteeringConfig
+from mlinguality.run.config import RunConfig
+from mlinguality.run.inputs import StageContext
+from mlinguality.steering.config import SteeringConfig
 
 logger = logging.getLogger(__name__)
 
 OUTPUT = "steering"  # the stage's folder inside a run folder
-
-
-def settings_from(run_config: RunConfig):
-    """The library settings of a run config's ``steering`` section (seeded by the run's seed)."""
-    from mlinguality.steering.experiment import SteeringSettings
-
-    config = run_config.steering
-    return SteeringSettings(
-        alphas=list(config.alphas),
-        deactivate=config.deactivate,
-        activate=config.activate,
-        quantile=config.quantile,
-        positions=config.positions,
-        max_new_tokens=config.max_new_tokens,
-        do_sample=config.do_sample,
-        temperature=config.temperature,
-        seed=run_config.seed,
-        n_random=config.n_random,
-        activity_control=config.activity_control,
-        batch_size=config.batch_size,
-    )
 
 
 def steering_pairs(config: RunConfig) -> list[tuple[str, str]]:
@@ -124,13 +105,12 @@ def run_steering(
 ) -> Path:
     """Run the steering experiment of ``config.steering`` on a finished run; return its folder."""
     from mlinguality.activations.stats import load_stats
-    from mlinguality.run.pipeline import load_masks
+    from mlinguality.run.steps.select import load_masks
     from mlinguality.steering.experiment import steering_experiment, summarize, write_rows
     from mlinguality.steering.language_id import LanguageIdentifier, first_words
     from mlinguality.steering.plots import plot_alpha, plot_heatmap
 
     cfg = config.steering
-    settings = settings_from(config)
     pairs = steering_pairs(config)
     sources = list(dict.fromkeys(source for source, _ in pairs))
     stats = load_stats(run_dir / "stats", list(config.corpus.langs))
@@ -152,7 +132,7 @@ def run_steering(
         logger.info("steering %d/%d: %s (%.0f s)", done, total, label, time.perf_counter() - start)
 
     rows = steering_experiment(
-        model, stats, masks, prompts, pairs, settings, identifier, progress=progress
+        model, stats, masks, prompts, pairs, cfg, identifier, progress=progress, seed=config.seed
     )
     summary = summarize(rows, accuracy)
     out = out_dir or run_dir / OUTPUT
@@ -176,10 +156,10 @@ def run_steering(
     return out
 
 
-def stage(config: RunConfig, inputs, run_dir: Path) -> None:
+def steer(ctx: StageContext) -> None:
     """The runner's ``steer`` stage: :func:`run_steering` on the run's own model and split."""
-    _, _, held_out = inputs.splits
-    run_steering(config, run_dir, inputs.model, held_out)
+    _, _, held_out = ctx.inputs.splits
+    run_steering(ctx.config, ctx.run_dir, ctx.inputs.model, held_out)
 
 
 def heatmap_alpha(cfg: SteeringConfig) -> float:
@@ -208,113 +188,3 @@ def headline(summary: list[dict], alpha: float) -> dict[str, float | None]:
         "bits_per_byte_steer": mean("steer", "bits_per_byte", alpha),
         "bits_per_byte_random": mean("random", "bits_per_byte", alpha),
     }
-
-
-def log_steering(tracker, out: Path, n_samples: int = 40) -> None:
-    """Mirror a steering folder to W&B: the summary table, samples of generations, the plots,
-    the headline under ``steering/...``."""
-    import csv
-
-    if not (out / "steering_summary.csv").exists():
-        return
-    for key, name in (
-        ("steering/summary", "steering_summary.csv"),
-        ("steering/identifier", "identifier.csv"),
-    ):
-        with (out / name).open(encoding="utf-8") as handle:
-            table = list(csv.reader(handle))
-        tracker.log_table(key, table[0], table[1:])
-    with (out / "steering.csv").open(encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    columns = ["source", "target", "condition", "alpha", "prompt", "text", "lang", "outcome"]
-    step = max(len(rows) // n_samples, 1)
-    samples = [[row[c] for c in columns] for row in rows[::step]]
-    tracker.log_table("steering/samples", columns, samples)
-    tracker.log_images(
-        {
-            f"steering/{name}": out / f"steering_{name}.png"
-            for name in ("alpha", "heatmap")
-            if (out / f"steering_{name}.png").exists()
-        }
-    )
-    record = json.loads((out / "steering.json").read_text(encoding="utf-8"))
-    tracker.set_summary({f"steering/{k}": v for k, v in record["headline"].items()})
-
-
-# --- the command ---------------------------------------------------------------------------
-
-
-def _split(text: str | None) -> list[str] | None:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
-
-
-def _steer(args: argparse.Namespace) -> int:
-    from mlinguality.run.inputs import RunInputs
-    from mlinguality.run.tracking import Tracker
-
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise MlingualityError(f"{run_dir}: no config.yaml there (not a run folder)")
-    for name in ("stats", "selected_neurons.safetensors"):
-        if not (run_dir / name).exists():
-            raise MlingualityError(f"{run_dir}: no {name} (the run did not finish selection)")
-    config = RunConfig.load(run_dir / "config.yaml")
-    overrides = list(args.set or [])
-    sources = _split(args.source) or list(config.corpus.langs)
-    targets = _split(args.target) or list(config.corpus.langs)
-    pairs = [f"{s}-{t}" for s in sources for t in targets if s != t]
-    if not pairs:
-        raise MlingualityError("steer: --from and --to give no pair of different languages")
-    overrides.append(f"steering.pairs={','.join(pairs)}")
-    if args.alpha:
-        overrides.append(f"steering.alphas=[{args.alpha}]")
-    if args.wandb:
-        overrides.append(f"tracking.wandb={args.wandb}")
-    config = config.with_overrides(overrides)
-    inputs = RunInputs(config)
-    _, _, held_out = inputs.splits
-    from mlinguality.model import set_threads
-
-    set_threads(config.model.threads)
-    out = run_steering(
-        config,
-        run_dir,
-        inputs.model,
-        held_out,
-        prompts_file=args.prompts,
-        out_dir=Path(args.out) if args.out else None,
-    )
-    tracker = Tracker(config.tracking, config.to_dict(), out, name=f"{run_dir.name}-steer")
-    if tracker.mode != "disabled":
-        tracker.start()
-        log_steering(tracker, out)
-        tracker.finish()
-    sys.stdout.write(f"steering: {out / 'steering_summary.csv'}\n")
-    return 0
-
-
-def add_steer_command(commands) -> None:
-    """Register ``mlinguality steer`` on the CLI's subcommands."""
-    steer = commands.add_parser(
-        "steer",
-        help="steer generation from one language to another with a finished run's neurons",
-        allow_abbrev=False,
-    )
-    steer.add_argument(
-        "run_dir", type=Path, help="a finished run folder (stats + selected neurons)"
-    )
-    steer.add_argument("--from", dest="source", help="source language(s), e.g. en or en,fr")
-    steer.add_argument("--to", dest="target", help="target language(s), e.g. fr or fr,de")
-    steer.add_argument("--alpha", help="strength(s), e.g. 1 or 0.5,1,2 (default: the config's)")
-    steer.add_argument("--prompts", type=Path, help="prompt file: lines, or lang<TAB>prompt")
-    steer.add_argument("--out", help="output folder (default RUN_DIR/steering)")
-    steer.add_argument(
-        "--set", action="append", metavar="steering.KEY=VALUE", help="override a config value"
-    )
-    steer.add_argument(
-        "--wandb",
-        choices=["online", "offline", "disabled"],
-        default=None,
-        help="W&B mode (default: the run's tracking.wandb)",
-    )
-    steer.set_defaults(handler=_steer)

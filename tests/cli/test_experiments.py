@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-import mlinguality.run.cli as cli
-from mlinguality.run.experiments import parse_rates
+import mlinguality.cli.main as cli
+from mlinguality.cli.experiments import parse_rates
 
 
 def _main(argv, capsys) -> tuple[int, str, str]:

@@ -19,7 +19,8 @@ import re
 import typing
 from dataclasses import dataclass
 
-from mlinguality.run.config import RunConfig, _type_name
+from mlinguality.run.config import RunConfig
+from mlinguality.sections import type_name
 
 _ATTRIBUTE = re.compile(r"^(\w+): (.*)$")
 
@@ -84,7 +85,7 @@ def config_keys(cls: type = RunConfig, prefix: str = "", instance: object = None
             rows += config_keys(hints[item.name], key + ".", value)
         else:
             rows.append(
-                KeyHelp(key, _type_name(hints[item.name]), _yaml(value), helps.get(item.name, ""))
+                KeyHelp(key, type_name(hints[item.name]), _yaml(value), helps.get(item.name, ""))
             )
     return rows
 
@@ -105,12 +106,9 @@ def config_markdown() -> str:
     return "\n".join(lines).strip() + "\n"
 
 
-def cli_markdown(parser: argparse.ArgumentParser | None = None) -> str:
-    """Every subcommand's ``--help``, as Markdown sections (the CLI reference)."""
-    if parser is None:
-        from mlinguality.run.cli import build_parser
-
-        parser = build_parser()
+def cli_markdown(parser: argparse.ArgumentParser) -> str:
+    """Every subcommand's ``--help`` of ``parser`` (:func:`mlinguality.cli.main.build_parser`),
+    as Markdown sections (the CLI reference)."""
     lines = ["## `mlinguality`", "", "```text", _help(parser), "```"]
 
     def walk(command: argparse.ArgumentParser, path: str) -> None:

@@ -7,9 +7,10 @@ import argparse
 import pytest
 import yaml
 
-import mlinguality.run.cli as cli
+import mlinguality.cli.main as cli
 from mlinguality import __version__
-from mlinguality.run.config import RunConfig, override_keys
+from mlinguality.run.config import RunConfig
+from mlinguality.run.overrides import override_keys
 
 
 def _main(argv, capsys) -> str:
@@ -57,8 +58,8 @@ def test_every_option_has_help():
 _BAR_SCRIPT = """
 import logging, sys
 from tqdm import tqdm
-import mlinguality.run.commands as commands
-import mlinguality.run.cli as cli
+import mlinguality.cli.inspect as commands
+import mlinguality.cli.main as cli
 
 def handler(args):
     bar = tqdm(total=3, file=sys.stderr, ascii=True, mininterval=0)

@@ -1,7 +1,7 @@
-"""Subcommands for working with configs and finished runs: ``config show|keys``, ``compare``.
+"""Subcommands that inspect: ``model check``, ``config show|keys``, ``compare``.
 
-Registered on the ``mlinguality`` parser by :func:`add_commands` (the parser itself lives in
-:mod:`mlinguality.run.cli`).
+Registered on the ``mlinguality`` parser (:mod:`mlinguality.cli.main`) by :func:`add_model_commands`
+and :func:`add_commands`.
 """
 
 from __future__ import annotations
@@ -9,6 +9,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from mlinguality.choices import Dtype, choices
+
+
+def _model_check(args: argparse.Namespace) -> int:
+    from mlinguality.model import load_model
+
+    model = load_model(args.spec, device=args.device, dtype=args.dtype, verify=args.verify)
+    sys.stdout.write(
+        f"{args.spec}: {model.cfg.n_layers} layers x d_mlp={model.cfg.d_mlp}, "
+        f"vocabulary {len(model.tokenizer)}\n"
+    )
+    return 0
 
 
 def _config_show(args: argparse.Namespace) -> int:
@@ -20,7 +33,7 @@ def _config_show(args: argparse.Namespace) -> int:
 
 
 def _config_keys(args: argparse.Namespace) -> int:
-    from mlinguality.run.reference import config_keys, config_markdown
+    from mlinguality.cli.reference import config_keys, config_markdown
 
     if args.markdown:
         sys.stdout.write(config_markdown())
@@ -86,3 +99,25 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "(default: print only)",
     )
     comp.set_defaults(handler=_compare)
+
+
+def add_model_commands(commands: argparse._SubParsersAction) -> None:
+    """Add ``model check``."""
+    model = commands.add_parser("model", help="load and validate a model").add_subparsers(
+        dest="action", required=True
+    )
+    check = model.add_parser("check", help="load SPEC and validate its MLP hooks and tokenizer")
+    check.add_argument("spec", help="gemma-3-270m, a local model directory, or a hub name")
+    check.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    check.add_argument(
+        "--dtype",
+        default="float32",
+        choices=choices(Dtype),
+        help="weights dtype (default: float32)",
+    )
+    check.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the sha256 of every converted file (a load checks sizes and mtimes)",
+    )
+    check.set_defaults(handler=_model_check)

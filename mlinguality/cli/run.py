@@ -1,0 +1,126 @@
+"""``mlinguality run``, ``demo`` and ``sweep``: configured runs and local sweeps.
+
+Under ``torchrun -m mlinguality run CONFIG`` the run is spread over the ranks
+(:mod:`mlinguality.run.team`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mlinguality.choices import WandbMode, cli_choices
+from mlinguality.errors import MlingualityError
+
+# The main job; when the package is installed without the repository, the RunConfig defaults
+# (which tests keep equal to this file) are used instead.
+PAPER_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "paper.yaml"
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mlinguality.run.config import RunConfig
+    from mlinguality.run.overrides import agent_overrides
+
+    extra = list(args.extra)
+    if args.config is not None and "=" in args.config.name and not args.config.exists():
+        extra.insert(0, str(args.config))  # `run key=value ...`: no config file, overrides only
+        args.config = None
+    # wandb agent's ${args_no_hyphens} passes section.key=value without the leading --
+    extra = [arg if arg.startswith("-") else f"--{arg}" for arg in extra]
+    overrides = list(args.set or []) + agent_overrides(extra)
+    if args.wandb:
+        overrides.append(f"tracking.wandb={args.wandb}")
+    if args.resume:
+        if not (args.resume / "config.yaml").is_file():
+            raise MlingualityError(
+                f"--resume {args.resume}: no config.yaml there (not a run folder)"
+            )
+        config = RunConfig.load(args.resume / "config.yaml").with_overrides(overrides)
+    else:
+        config = RunConfig.load(args.config) if args.config else RunConfig()
+        config = config.with_overrides(overrides)
+    if args.dry_run:  # the resolved config, and nothing run
+        sys.stdout.write(config.dump())
+        return 0
+    from mlinguality.run.runner import run_experiment  # heavy imports only once the config is valid
+    from mlinguality.run.team import run_team, world_size
+
+    if world_size() > 1:  # under torchrun: rank 0 leads, the others serve (run/team.py)
+        run_dir = run_team(config, resume=args.resume)
+    else:
+        run_dir = run_experiment(config, resume=args.resume)
+    if run_dir is not None:
+        sys.stdout.write(f"report: {run_dir / 'report.md'}\n")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from mlinguality.run.sweep import run_sweep
+
+    table = run_sweep(
+        args.file,
+        count=args.count,
+        output_dir=args.output_dir,
+        wandb_mode=args.wandb or "offline",
+        dry_run=args.dry_run,
+    )
+    sys.stdout.write(f"sweep table: {table}\n")
+    return 0
+
+
+def _add_run_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable); --SECTION.KEY=VALUE works too (wandb agent)",
+    )
+    command.add_argument(
+        "--wandb",
+        choices=cli_choices(WandbMode),
+        default=None,
+        help="W&B mode (default: the config's tracking.wandb, 'auto': online with an API key, "
+        "else offline)",
+    )
+    command.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run in its folder"
+    )
+    command.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved config (YAML) and exit without running",
+    )
+
+
+def add_run_commands(commands: argparse._SubParsersAction) -> None:
+    """Register ``run``, ``demo`` and ``sweep``."""
+    run = commands.add_parser(
+        "run", help="run the whole pipeline from a YAML config", allow_abbrev=False
+    )
+    run.add_argument("config", nargs="?", type=Path, help="YAML under experiments/configs/")
+    _add_run_options(run)
+    run.set_defaults(handler=_run, accepts_overrides=True)
+    demo = commands.add_parser(
+        "demo", help="the main job: Gemma 3 270M, Bible, 5 languages", allow_abbrev=False
+    )
+    _add_run_options(demo)
+    demo.set_defaults(
+        handler=_run,
+        config=PAPER_CONFIG if PAPER_CONFIG.exists() else None,
+        accepts_overrides=True,
+    )
+    sweep = commands.add_parser("sweep", help="run a W&B sweep file locally (grid, random)")
+    sweep.add_argument("file", type=Path, help="a W&B sweep YAML (experiments/sweeps/)")
+    sweep.add_argument("--count", type=int, help="number of runs (random; caps a grid)")
+    sweep.add_argument(
+        "--output-dir", default="runs", help="parent of the sweep folder (default: runs)"
+    )
+    sweep.add_argument(
+        "--wandb",
+        choices=cli_choices(WandbMode),
+        default=None,
+        help="W&B mode of every run (default: offline)",
+    )
+    sweep.add_argument("--dry-run", action="store_true", help="write the commands, run nothing")
+    sweep.set_defaults(handler=_sweep)
