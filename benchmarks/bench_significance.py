@@ -12,7 +12,8 @@ import time
 
 import torch
 
-from mlinguality.selectivity.significance import PAIR_METRICS, PairTensors, pair_score_draws
+from mlinguality.selectivity.pairs import PairTensors
+from mlinguality.selectivity.resampling import PAIR_METRICS, pair_score_draws
 
 
 def synthetic_pair(n_examples: int, n_layers: int, d_mlp: int) -> PairTensors:

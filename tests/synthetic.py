@@ -1,6 +1,6 @@
 """Synthetic activations and the naive ActivationStats built from them (the selectivity oracle).
 
-``random_pair`` builds aligned per-example tensors of one language pair (significance, profile).
+``random_pair`` builds aligned per-example tensors of one language pair (resampling, profile).
 
 ``stats_from_raw`` reduces raw activations ``[example, token, layer, d_mlp]`` with a token mask by
 the plainest code there is (masked selection, then sums), independently of the collection stage.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from mlinguality.activations.stats import ActivationStats
-from mlinguality.selectivity.significance import PairTensors
+from mlinguality.selectivity.pairs import PairTensors
 
 
 def stats_from_raw(

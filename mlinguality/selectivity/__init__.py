@@ -1,15 +1,16 @@
 """Stage 4: per-neuron language selectivity, per-layer profiles, significance, selection.
 
-``scores`` (neuron and layer metrics), ``ranks`` (tie-aware ranks), ``significance``
-(permutation and bootstrap draws), ``selection`` (language-specific neurons), ``profile`` (the
-per-layer profile and the U-shape test) and ``plots`` (imported on demand: it loads matplotlib).
+``pairs`` (aligned per-pair tensors and top-k overlap, the base), ``scores`` (neuron and layer
+metrics), ``ranks`` (tie-aware ranks), ``resampling`` (permutation and bootstrap draws,
+Benjamini-Hochberg q-values), ``selection`` (language-specific neurons), ``u_shape`` (the U-shape
+test), ``profile`` (the per-layer profile), ``controls`` (the same-language floor) and ``plots``
+(imported on demand: it loads matplotlib).
 """
 
 from mlinguality.selectivity.profile import (
     PROFILE_METRICS,
     SelectivityProfile,
     selectivity_profile,
-    u_shape_test,
 )
 from mlinguality.selectivity.scores import (
     auroc,
@@ -21,6 +22,7 @@ from mlinguality.selectivity.scores import (
     topk_overlap,
 )
 from mlinguality.selectivity.selection import select_language_neurons
+from mlinguality.selectivity.u_shape import u_shape_test
 
 __all__ = [
     "PROFILE_METRICS",

@@ -1,4 +1,4 @@
-"""Controls of the per-layer profile: the same-language floor and multiple comparisons.
+"""Controls of the per-layer profile: the same-language floor.
 
 Two different texts differ at every layer, so the within-pair permutation null ("the two
 languages are exchangeable verse by verse") is rejected by any two translations, even of one
@@ -10,8 +10,9 @@ language (en-en', e.g. KJV and WEB): the **same-language floor**.
   anchor language's verse means), so busy neurons do not dominate.
 - :func:`floor_test`: is en-X farther apart than the control pair, verse by verse? A paired
   sign-flip permutation test of ``D_pair(e) - D_control(e)`` per layer; one-sided p-values.
-- :func:`benjamini_hochberg`: q-values of a family of p-values (per-layer tests over layers
-  and pairs).
+
+The profile's q-values for multiple comparisons (over layers and pairs) come from
+:func:`mlinguality.selectivity.resampling.benjamini_hochberg`.
 """
 
 from __future__ import annotations
@@ -21,41 +22,14 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mlinguality.errors import MlingualityError
-from mlinguality.selectivity.significance import (
-    PairTensors,
-    permutation_p_value,
-    permutation_signs,
-)
+from mlinguality.selectivity.pairs import PairTensors
+from mlinguality.selectivity.resampling import permutation_p_value, permutation_signs
+from mlinguality.types import ExampleLayerNeuron, LayerNeuron
 
-__all__ = ["benjamini_hochberg", "floor_test", "neuron_scale", "verse_distance"]
+__all__ = ["floor_test", "neuron_scale", "verse_distance"]
 
 
-def benjamini_hochberg(p_values: Float[Tensor, " n"]) -> Float[Tensor, " n"]:
-    """Benjamini-Hochberg q-values (false discovery rate) of one family; NaN entries stay NaN
-    and do not count towards the family size.
-
-    ``q_(i) = min_{j >= i} p_(j) * m / j`` over the sorted p-values, capped at 1.
-
-    >>> benjamini_hochberg(torch.tensor([0.01, 0.04, 0.03, float("nan")], dtype=torch.float64)).tolist()
-    [0.03, 0.04, 0.04, nan]
-    """
-    p = p_values.double()
-    out = torch.full_like(p, float("nan"))
-    finite = ~torch.isnan(p)
-    m = int(finite.sum())
-    if m == 0:
-        return out
-    values = p[finite]
-    order = values.argsort()
-    ranked = values[order] * m / torch.arange(1, m + 1, dtype=torch.float64)
-    monotone = ranked.flip(0).cummin(0).values.flip(0).clamp_max(1.0)
-    q = torch.empty_like(values)
-    q[order] = monotone
-    out[finite] = q
-    return out
-
-
-def neuron_scale(means: Float[Tensor, "example layer d_mlp"]) -> Float[Tensor, "layer d_mlp"]:
+def neuron_scale(means: ExampleLayerNeuron) -> LayerNeuron:
     """Per-neuron sd over verses of verse mean activations (floored at 1e-6 of the layer's
     median sd, so dead neurons do not divide by zero)."""
     sd = means.double().std(dim=0)
@@ -63,9 +37,7 @@ def neuron_scale(means: Float[Tensor, "example layer d_mlp"]) -> Float[Tensor, "
     return torch.maximum(sd, floor)
 
 
-def verse_distance(
-    pair: PairTensors, scale: Float[Tensor, "layer d_mlp"]
-) -> Float[Tensor, "example layer"]:
+def verse_distance(pair: PairTensors, scale: LayerNeuron) -> Float[Tensor, "example layer"]:
     """Mean over neurons of ``|x_A(e) - x_B(e)| / scale`` for every verse ``e`` and layer."""
     diff = (pair.mean_a.double() - pair.mean_b.double()).abs() / scale.double()
     return diff.mean(dim=-1)

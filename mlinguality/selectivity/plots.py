@@ -26,7 +26,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
 from mlinguality.errors import MlingualityError  # noqa: E402
-from mlinguality.selectivity.profile import SelectivityProfile, u_shape_layers  # noqa: E402
+from mlinguality.selectivity.profile import SelectivityProfile  # noqa: E402
+from mlinguality.selectivity.u_shape import u_shape_layers  # noqa: E402
 
 METRIC_LABELS = {
     "mean_diff": "mean |mean_A - mean_B| (per-example means)",

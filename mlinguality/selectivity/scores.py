@@ -11,9 +11,11 @@ activation each score uses:
   fall back to ``hook_post > 0``.
 
 Scores are per neuron (``[layer, d_mlp]``) for a pair of languages, or per layer (``[layer]``)
-for the overlap-style metrics. :mod:`mlinguality.selectivity.selection` picks language neurons from them;
-:mod:`mlinguality.selectivity.profile` turns them into the per-layer table with permutation p-values,
-bootstrap intervals and the U-shape statistic (draws from :mod:`mlinguality.selectivity.significance`).
+for the overlap-style metrics. :mod:`mlinguality.selectivity.selection` picks language neurons
+from them; :mod:`mlinguality.selectivity.profile` turns them into the per-layer table with
+permutation p-values, bootstrap intervals and the U-shape statistic (draws from
+:mod:`mlinguality.selectivity.resampling`). The aligned pair tensors and the top-k overlap come
+from the base :mod:`mlinguality.selectivity.pairs`; nothing here imports the resampling module.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from torch import Tensor
 
 from mlinguality.activations.stats import ActivationStats
 from mlinguality.errors import MlingualityError
+from mlinguality.selectivity.pairs import PairTensors, default_k, topk_iou
 from mlinguality.selectivity.ranks import midranks, tie_groups
-from mlinguality.selectivity.significance import PairTensors, default_k, topk_iou
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +265,7 @@ def topk_overlap(
 ) -> Float[Tensor, " layer"]:
     """IoU of the top-k neurons by mean activation of A and of B, per layer.
 
-    Chance level for random k-subsets: :func:`mlinguality.selectivity.significance.chance_iou`.
+    Chance level for random k-subsets: :func:`mlinguality.selectivity.pairs.chance_iou`.
     """
     k = default_k(a.d_mlp) if k is None else k
     return topk_iou(a.mean, b.mean, k)

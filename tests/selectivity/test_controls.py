@@ -5,44 +5,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 import torch
 
-from mlinguality.selectivity.controls import (
-    benjamini_hochberg,
-    floor_test,
-    neuron_scale,
-    verse_distance,
-)
-from mlinguality.selectivity.profile import selectivity_profile, u_shape_statistic
+from mlinguality.selectivity.controls import floor_test, neuron_scale, verse_distance
+from mlinguality.selectivity.profile import selectivity_profile
 from mlinguality.selectivity.selection import select_lape
+from mlinguality.selectivity.u_shape import u_shape_statistic
 from tests.synthetic import make_langs, random_pair
 from tests.utils import assert_close
-
-
-def _naive_bh(p: list[float]) -> list[float]:
-    """q_i = min over p_j >= p_i of p_j * m / rank_j (the definition, by loops)."""
-    m = len(p)
-    ranks = {
-        i: 1 + sum(p[j] < p[i] or (p[j] == p[i] and j < i) for j in range(m)) for i in range(m)
-    }
-    return [
-        min(1.0, min(p[j] * m / ranks[j] for j in range(m) if ranks[j] >= ranks[i]))
-        for i in range(m)
-    ]
-
-
-def test_benjamini_hochberg_matches_the_definition():
-    generator = torch.Generator().manual_seed(0)
-    p = torch.rand(40, generator=generator) ** 3
-    p[5] = p[9]  # a tie
-    expected = torch.tensor(_naive_bh(p.tolist()), dtype=torch.float64)
-    assert_close(benjamini_hochberg(p), expected, "exact")
-    # hand-computed: sorted 0.01, 0.03, 0.04 -> 0.03, 0.04, 0.04 (monotone), NaN left out of m
-    q = benjamini_hochberg(torch.tensor([0.04, 0.01, float("nan"), 0.03], dtype=torch.float64))
-    assert q[[0, 1, 3]].tolist() == pytest.approx([0.04, 0.03, 0.04], rel=1e-12)
-    assert math.isnan(q[2])
-    assert torch.isnan(benjamini_hochberg(torch.tensor([float("nan")]))).all()
 
 
 def test_verse_distance_is_the_scaled_mean_absolute_difference():
@@ -143,7 +113,7 @@ def test_profile_u_of_verse_distance_and_of_its_excess_over_the_floor():
     """U rows of verse_distance: the U of the layer means and of value - floor (hand-computed
     from the layer rows); the interval of the latter from a verse bootstrap that resamples the
     pair and the control together (recomputed by a naive loop over the same draws)."""
-    from mlinguality.selectivity.significance import bootstrap_counts
+    from mlinguality.selectivity.resampling import bootstrap_counts
 
     n_layers, d_mlp = 8, 64
     shift = torch.zeros(n_layers, d_mlp)

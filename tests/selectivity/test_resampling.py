@@ -1,8 +1,8 @@
-"""Tests for mlinguality.selectivity.significance against loop oracles and explicit relabelled data."""
+"""Tests for mlinguality.selectivity.resampling: loop oracles, explicitly relabelled data, BH."""
 
 from __future__ import annotations
 
-import itertools
+import math
 
 import numpy as np
 import pytest
@@ -10,11 +10,12 @@ import torch
 from scipy.stats import spearmanr
 
 from mlinguality.errors import MlingualityError
-from mlinguality.selectivity.significance import (
+from mlinguality.selectivity.pairs import PairTensors
+from mlinguality.selectivity.resampling import (
     PAIR_METRICS,
-    PairTensors,
+    benjamini_hochberg,
     bootstrap_counts,
-    chance_iou,
+    pair_score_draws,
     percentile_ci,
     permutation_p_value,
     permutation_signs,
@@ -165,13 +166,6 @@ def test_percentile_ci_matches_numpy():
         percentile_ci(draws, 1.5)
 
 
-def test_chance_iou_matches_enumeration():
-    d_mlp, k = 6, 2
-    subsets = list(itertools.combinations(range(d_mlp), k))
-    ious = [len(set(a) & set(b)) / len(set(a) | set(b)) for a in subsets for b in subsets]
-    assert chance_iou(k, d_mlp) == pytest.approx(np.mean(ious))
-
-
 def test_draws_are_seeded_and_bootstrap_counts_sum_to_n():
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     assert torch.equal(permutation_signs(4, 7, g1), permutation_signs(4, 7, g2))
@@ -187,11 +181,6 @@ def test_bad_inputs_raise():
         scores_under_draws(pair, ["mean_diff"], torch.ones(2, 3), None)
     with pytest.raises(MlingualityError, match="0 < k <= d_mlp"):
         scores_under_draws(pair, ["topk"], None, None, k=0)
-    # jaxtyping's dataclass check (under pytest) or our own message (at run time)
-    with pytest.raises((MlingualityError, TypeError)):
-        PairTensors(
-            "a", "b", pair.mean_a, pair.mean_b[:3], *([pair.frac_a] * 2), *([pair.n_tokens_a] * 2)
-        )
 
 
 def test_shifted_percentile_ci_centres_on_the_observed_value():
@@ -200,3 +189,72 @@ def test_shifted_percentile_ci_centres_on_the_observed_value():
     # percentile interval [3, 5], bootstrap mean 4, bias 3
     assert_close(low, torch.tensor([0.0]), kind="exact")
     assert_close(high, torch.tensor([2.0]), kind="exact")
+
+
+def test_pair_score_draws_draws_signs_then_counts_from_one_seeded_generator():
+    pair = random_pair(seed=8)
+    got = pair_score_draws(
+        pair, ["mean_diff", "topk"], n_permutations=6, n_bootstrap=5, k=3, seed=9
+    )
+    generator = torch.Generator().manual_seed(9)
+    signs = permutation_signs(6, pair.n_examples, generator)
+    counts = bootstrap_counts(5, pair.n_examples, generator)  # after the signs, same generator
+    expected = scores_under_draws(pair, ["mean_diff", "topk"], signs, counts, k=3)
+    for m in ("mean_diff", "topk"):
+        assert torch.equal(got[m].permuted, expected[m].permuted), m
+        assert torch.equal(got[m].bootstrap, expected[m].bootstrap), m
+    assert got["mean_diff"].permuted.shape == (6, pair.n_layers)
+    assert got["mean_diff"].bootstrap.shape == (5, pair.n_layers)
+
+
+# --- Benjamini-Hochberg ------------------------------------------------------------------------
+
+
+def _naive_bh(p: list[float]) -> list[float]:
+    """q_i = min over p_j >= p_i of p_j * m / rank_j (the definition, by loops)."""
+    m = len(p)
+    ranks = {
+        i: 1 + sum(p[j] < p[i] or (p[j] == p[i] and j < i) for j in range(m)) for i in range(m)
+    }
+    return [
+        min(1.0, min(p[j] * m / ranks[j] for j in range(m) if ranks[j] >= ranks[i]))
+        for i in range(m)
+    ]
+
+
+def test_benjamini_hochberg_matches_the_definition():
+    generator = torch.Generator().manual_seed(0)
+    p = torch.rand(40, generator=generator) ** 3
+    p[5] = p[9]  # a tie
+    expected = torch.tensor(_naive_bh(p.tolist()), dtype=torch.float64)
+    assert_close(benjamini_hochberg(p), expected, "exact")
+    # hand-computed: sorted 0.01, 0.03, 0.04 -> 0.03, 0.04, 0.04 (monotone), NaN left out of m
+    q = benjamini_hochberg(torch.tensor([0.04, 0.01, float("nan"), 0.03], dtype=torch.float64))
+    assert q[[0, 1, 3]].tolist() == pytest.approx([0.04, 0.03, 0.04], rel=1e-12)
+    assert math.isnan(q[2])
+    assert torch.isnan(benjamini_hochberg(torch.tensor([float("nan")]))).all()
+
+
+def test_benjamini_hochberg_hand_computation_in_shuffled_order():
+    # sorted p: 0.001 0.008 0.039 0.041 0.042 0.060 0.074 0.205 (m = 8)
+    # p * m / rank: 0.008 0.032 0.104 0.082 0.0672 0.080 0.0846 0.205
+    # running min from the right: 0.008 0.032 0.0672 0.0672 0.0672 0.080 0.0846 0.205
+    sorted_q = {
+        0.001: 0.008,
+        0.008: 0.032,
+        0.039: 0.0672,
+        0.041: 0.0672,
+        0.042: 0.0672,
+        0.060: 0.080,
+        0.074: 0.074 * 8 / 7,
+        0.205: 0.205,
+    }
+    shuffled = [0.060, 0.205, 0.001, 0.042, 0.074, 0.008, 0.041, 0.039]
+    q = benjamini_hochberg(torch.tensor(shuffled, dtype=torch.float64))
+    assert q.tolist() == pytest.approx([sorted_q[p] for p in shuffled], rel=1e-12)
+    # NaN entries are not part of the family: the same q-values with NaNs interleaved
+    nan = float("nan")
+    with_nan = torch.tensor([nan, *shuffled[:4], nan, *shuffled[4:]], dtype=torch.float64)
+    q_nan = benjamini_hochberg(with_nan)
+    assert torch.isnan(q_nan[[0, 5]]).all()
+    assert_close(q_nan[[1, 2, 3, 4, 6, 7, 8, 9]], q, "exact")

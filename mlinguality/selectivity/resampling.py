@@ -1,7 +1,8 @@
-"""Significance of per-layer selectivity: permutation and bootstrap draws of layer scores.
+"""Resampling of per-layer selectivity: permutation and bootstrap draws, multiple comparisons.
 
 Everything here works on the aligned per-example tensors of one language pair
-(:class:`PairTensors`, built from two :class:`~mlinguality.activations.stats.ActivationStats` by
+(:class:`~mlinguality.selectivity.pairs.PairTensors`, built from two
+:class:`~mlinguality.activations.stats.ActivationStats` by
 :func:`mlinguality.selectivity.scores.aligned_pair`). A *draw* re-weights the examples:
 
 - a **permutation** swaps the two languages within a random subset of aligned pairs (verse ``e``
@@ -13,7 +14,7 @@ Each layer score is a function of label-wise sums over examples, and a label-wis
 draw is one matrix product ``[draw, example] @ [example, layer*d_mlp]``, so a thousand draws of
 an 18 x 2048 model cost a handful of matrix products (``benchmarks/bench_significance.py``).
 
-Layer scores (larger = more language-specific, one value per layer):
+Layer scores (:data:`PAIR_METRICS`; larger = more language-specific, one value per layer):
 
 - ``mean_diff``: mean over neurons of ``|mean_A - mean_B|`` of per-example mean activations;
 - ``cohens_d``: mean over neurons of ``|d|``, with ``d`` the standardised difference of
@@ -25,6 +26,10 @@ Layer scores (larger = more language-specific, one value per layer):
 - ``topk``: ``1 - IoU`` of the top-k neurons by token-weighted mean activation;
 - ``rank_corr``: ``1 - Spearman rho`` between the neuron rankings by token-weighted mean
   (equivalently by summed activation) of A and of B.
+
+From the draws: one-sided permutation p-values (:func:`permutation_p_value`), bias-shifted
+percentile intervals (:func:`shifted_percentile_ci`), and Benjamini-Hochberg q-values of a
+family of p-values (:func:`benjamini_hochberg`, per-layer tests over layers and pairs).
 """
 
 from __future__ import annotations
@@ -36,11 +41,25 @@ from typing import Literal
 import einops
 import numpy as np
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Float
 from torch import Tensor
 
 from mlinguality.errors import MlingualityError
+from mlinguality.selectivity.pairs import PairTensors, default_k, topk_iou
 from mlinguality.selectivity.ranks import midranks, spearman_last
+
+__all__ = [
+    "PAIR_METRICS",
+    "ScoreDraws",
+    "benjamini_hochberg",
+    "bootstrap_counts",
+    "pair_score_draws",
+    "percentile_ci",
+    "permutation_p_value",
+    "permutation_signs",
+    "scores_under_draws",
+    "shifted_percentile_ci",
+]
 
 PairMetric = Literal["mean_diff", "cohens_d", "prob_diff", "auroc", "topk", "rank_corr"]
 PAIR_METRICS: tuple[PairMetric, ...] = (
@@ -58,61 +77,6 @@ _CHUNK = 128
 # Relative slack when counting permuted scores "at least as extreme": the identity relabelling
 # recomputed in another summation order must count as a tie, not as smaller.
 _TIE_RTOL = 1e-6
-
-
-@dataclass
-class PairTensors:
-    """Aligned per-example tensors of one language pair (example ``e`` is the same verse in both).
-
-    Attributes:
-        lang_a: Language A.
-        lang_b: Language B.
-        mean_a: Per-example mean activation in A.
-        mean_b: Per-example mean activation in B.
-        frac_a: Per-example firing share in A (gate > 0 on gated MLPs, hook_post > 0 else).
-        frac_b: Same for B.
-        n_tokens_a: Counted positions per example in A.
-        n_tokens_b: Same for B.
-    """
-
-    lang_a: str
-    lang_b: str
-    mean_a: Float[Tensor, "example layer d_mlp"]
-    mean_b: Float[Tensor, "example layer d_mlp"]
-    frac_a: Float[Tensor, "example layer d_mlp"]
-    frac_b: Float[Tensor, "example layer d_mlp"]
-    n_tokens_a: Float[Tensor, " example"]
-    n_tokens_b: Float[Tensor, " example"]
-
-    def __post_init__(self) -> None:
-        shape = tuple(self.mean_a.shape)
-        for name in ("mean_b", "frac_a", "frac_b"):
-            if tuple(getattr(self, name).shape) != shape:
-                raise MlingualityError(
-                    f"PairTensors {self.lang_a}-{self.lang_b}: {name} has shape "
-                    f"{tuple(getattr(self, name).shape)}, mean_a has {shape}"
-                )
-        if shape[0] < 2:
-            raise MlingualityError(
-                f"PairTensors {self.lang_a}-{self.lang_b}: need at least 2 aligned examples, "
-                f"got {shape[0]}"
-            )
-
-    @property
-    def n_examples(self) -> int:
-        return self.mean_a.shape[0]
-
-    @property
-    def n_layers(self) -> int:
-        return self.mean_a.shape[1]
-
-    @property
-    def d_mlp(self) -> int:
-        return self.mean_a.shape[2]
-
-    @property
-    def name(self) -> str:
-        return f"{self.lang_a}-{self.lang_b}"
 
 
 @dataclass
@@ -152,7 +116,7 @@ class ScoreDraws:
         return shifted_percentile_ci(self.observed, self.bootstrap, level)
 
 
-# --- draws ------------------------------------------------------------------------------------
+# --- draws, p-values, intervals, q-values ------------------------------------------------------
 
 
 def permutation_signs(
@@ -219,6 +183,31 @@ def shifted_percentile_ci(
     low, high = percentile_ci(draws, level)
     bias = torch.as_tensor(np.nanmean(draws.double().numpy(), axis=0), dtype=draws.dtype) - observed
     return low - bias, high - bias
+
+
+def benjamini_hochberg(p_values: Float[Tensor, " n"]) -> Float[Tensor, " n"]:
+    """Benjamini-Hochberg q-values (false discovery rate) of one family; NaN entries stay NaN
+    and do not count towards the family size.
+
+    ``q_(i) = min_{j >= i} p_(j) * m / j`` over the sorted p-values, capped at 1.
+
+    >>> benjamini_hochberg(torch.tensor([0.01, 0.04, 0.03, float("nan")], dtype=torch.float64)).tolist()
+    [0.03, 0.04, 0.04, nan]
+    """
+    p = p_values.double()
+    out = torch.full_like(p, float("nan"))
+    finite = ~torch.isnan(p)
+    m = int(finite.sum())
+    if m == 0:
+        return out
+    values = p[finite]
+    order = values.argsort()
+    ranked = values[order] * m / torch.arange(1, m + 1, dtype=torch.float64)
+    monotone = ranked.flip(0).cummin(0).values.flip(0).clamp_max(1.0)
+    q = torch.empty_like(values)
+    q[order] = monotone
+    out[finite] = q
+    return out
 
 
 # --- layer scores under draws ------------------------------------------------------------------
@@ -357,24 +346,6 @@ def _scores_for_draws(
     return out
 
 
-def topk_iou(
-    mean_a: Float[Tensor, "*batch layer d_mlp"], mean_b: Float[Tensor, "*batch layer d_mlp"], k: int
-) -> Float[Tensor, "*batch layer"]:
-    """IoU of the top-k neurons (largest mean activation) of A and of B, per layer."""
-    d_mlp = mean_a.shape[-1]
-    if not 0 < k <= d_mlp:
-        raise MlingualityError(f"top-k overlap needs 0 < k <= d_mlp={d_mlp}, got k={k}")
-    top_a = _topk_mask(mean_a, k)
-    top_b = _topk_mask(mean_b, k)
-    inter = (top_a & top_b).sum(-1).to(mean_a.dtype)
-    return inter / (2 * k - inter)
-
-
-def _topk_mask(values: Float[Tensor, "*batch n"], k: int) -> Bool[Tensor, "*batch n"]:
-    index = values.topk(k, dim=-1).indices
-    return torch.zeros_like(values, dtype=torch.bool).scatter_(-1, index, True)
-
-
 def _chunks(total: int, size: int) -> Iterator[slice]:
     for start in range(0, total, size):
         yield slice(start, min(start + size, total))
@@ -452,45 +423,3 @@ def scores_under_draws(
         for m in metrics:
             setattr(results[m], attr, torch.cat(parts[m]).double())
     return results
-
-
-def default_k(d_mlp: int) -> int:
-    """Top-k size used when none is given: 5% of d_mlp (102 of Gemma 3 270M's 2048), at least 1.
-
-    Large enough that the overlap is not dominated by a handful of outlier neurons, small enough
-    that chance overlap (k/d_mlp = 5%) stays far below the observed overlaps.
-    """
-    return max(1, round(0.05 * d_mlp))
-
-
-def chance_iou(k: int, d_mlp: int) -> float:
-    """Expected IoU of two independent uniformly random k-subsets of d_mlp neurons.
-
-    The intersection is hypergeometric with mean ``k**2 / d_mlp``; the IoU is
-    ``X / (2k - X)`` averaged over its distribution.
-
-    >>> round(chance_iou(1, 2), 6)
-    0.5
-    """
-    from scipy.stats import hypergeom
-
-    support = np.arange(0, k + 1)
-    pmf = hypergeom(d_mlp, k, k).pmf(support)
-    return float((pmf * support / (2 * k - support)).sum())
-
-
-__all__ = [
-    "PAIR_METRICS",
-    "PairTensors",
-    "ScoreDraws",
-    "bootstrap_counts",
-    "chance_iou",
-    "default_k",
-    "pair_score_draws",
-    "scores_under_draws",
-    "shifted_percentile_ci",
-    "percentile_ci",
-    "permutation_p_value",
-    "permutation_signs",
-    "topk_iou",
-]
