@@ -49,3 +49,16 @@ def gemma():
     from mlinguality import load_model
 
     return load_model("gemma-3-270m")
+
+
+@pytest.fixture
+def without_typechecks():
+    """jaxtyping/beartype checks off, as a user's process runs (no pytest import hook): for tests
+    of the library's own one-line errors on values the annotations already refuse."""
+    from jaxtyping import config
+
+    config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        config.update("jaxtyping_disable", False)

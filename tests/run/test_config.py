@@ -235,7 +235,22 @@ def test_paper_yaml_is_the_default_config():
 
 @pytest.mark.parametrize("path", sorted((REPO / "experiments" / "configs").glob("*.yaml")), ids=str)
 def test_shipped_configs_load(path):
-    RunConfig.load(path)
+    """Every value the file sets is the loaded config's (nothing dropped or defaulted)."""
+    written = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    loaded = RunConfig.load(path).to_dict()
+
+    def leaves(data: dict, prefix: str = ""):
+        for key, value in data.items():
+            if isinstance(value, dict) and key != "translations":
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    got = dict(leaves(loaded))
+    pairs = list(leaves(written))
+    assert pairs, f"{path} sets nothing"
+    for key, value in pairs:
+        assert got[key] == value, key
 
 
 def test_every_leaf_key_parses_its_own_agent_formatting():

@@ -208,7 +208,7 @@ _FAKE_PROGRAM = textwrap.dedent(
     import json, sys
     from pathlib import Path
     from mlinguality.run.config import RunConfig
-from mlinguality.run.overrides import agent_overrides
+    from mlinguality.run.overrides import agent_overrides
 
     config = RunConfig().with_overrides(agent_overrides(sys.argv[1:]))
     if config.ablation.mode == "mean" and config.selectivity.top_rate > 0.015:
