@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from mlinguality.ablation.evaluation import encode_texts, evaluate
-from mlinguality.ablation.hooks import NeuronMask, firing_rate, random_matched_mask
+from mlinguality.ablation.hooks import firing_rate, random_matched_mask
 from mlinguality.activations.stats import ActivationStats
 from mlinguality.errors import MlingualityError
 from mlinguality.steering.generation import Generations, generate
@@ -41,6 +41,7 @@ from mlinguality.steering.interventions import (
     steering_hooks,
 )
 from mlinguality.steering.language_id import LanguageIdentifier, distinct_n, outcome
+from mlinguality.types import LayerNeuron, NeuronMask
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def random_intervention(
     target: str,
     settings: SteeringSettings,
     generator: torch.Generator,
-    activity=None,
+    activity: LayerNeuron | None = None,
 ) -> Intervention:
     """The pair's intervention on random neurons: each side's set replaced by a random set
     matched in count per layer (and in ``activity`` bins when given), moved to the same kind of
