@@ -6,8 +6,21 @@ inline jaxtyping annotation); pytest checks them at test time via ``--jaxtyping-
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from transformer_lens.hook_points import HookPoint
+else:
+    # What TransformerLens passes a hook as ``hook=`` (its protocol: ``fn(tensor, *, hook)``),
+    # for type checkers only. At run time (and under pytest's jaxtyping checks) the ``hook``
+    # argument is not checked: importing transformer_lens costs ~1.3 s that model-free uses
+    # (reading a finished run) should not pay, and a bridge in compatibility mode passes an
+    # ``_AliasedHookPoint``, which is no HookPoint. The tensors a hook takes and returns are
+    # checked.
+    HookPoint = Any
 
 # The hook points this toolkit reads and writes, one spelling each (TransformerBridge aliases).
 HOOK_POST = "blocks.{layer}.mlp.hook_post"  # act(gate) * up on gated MLPs, act(pre) on plain ones
@@ -28,8 +41,12 @@ def hook_pre_name(layer: int) -> str:
 TokenIds = Int[Tensor, "batch pos"]
 AttentionMask = Int[Tensor, "batch pos"]
 PositionMask = Bool[Tensor, "batch pos"]
-MlpActs = Float[Tensor, "batch pos d_mlp"]
-LayerNeuron = Float[Tensor, "layer d_mlp"]
+MlpActs = Float[Tensor, "batch pos d_mlp"]  # a hook_post / hook_pre activation of one layer
+ResidActs = Float[Tensor, "batch pos d_model"]  # the residual stream (hook_embed, unembed.hook_in)
+Logits = Float[Tensor, "batch pos d_vocab"]
+LayerNeuron = Float[Tensor, "layer d_mlp"]  # one value per neuron: a mean, a target, a score
+LayerNeuronCount = Int[Tensor, "layer d_mlp"]  # one count per neuron
+NeuronMask = Bool[Tensor, "layer d_mlp"]  # a neuron set: True at the chosen neurons
 ExampleLayerNeuron = Float[Tensor, "example layer d_mlp"]
 LossPerToken = Float[Tensor, "batch pos-1"]
 
@@ -39,10 +56,15 @@ __all__ = [
     "HOOK_PRE_LINEAR",
     "AttentionMask",
     "ExampleLayerNeuron",
+    "HookPoint",
     "LayerNeuron",
+    "LayerNeuronCount",
+    "Logits",
     "LossPerToken",
     "MlpActs",
+    "NeuronMask",
     "PositionMask",
+    "ResidActs",
     "TokenIds",
     "hook_post_name",
     "hook_pre_name",

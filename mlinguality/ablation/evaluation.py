@@ -46,7 +46,15 @@ from mlinguality.activations.batching import (
 )
 from mlinguality.activations.reducer import StopForward
 from mlinguality.errors import MlingualityError
-from mlinguality.types import AttentionMask, LossPerToken, TokenIds
+from mlinguality.types import (
+    AttentionMask,
+    HookPoint,
+    Logits,
+    LossPerToken,
+    PositionMask,
+    ResidActs,
+    TokenIds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -238,8 +246,8 @@ def encode_texts(
 
 
 def _scored_pairs(
-    attention_mask: AttentionMask, targets: Bool[Tensor, "batch pos"] | None = None
-) -> Bool[Tensor, "batch pos_minus_1"]:
+    attention_mask: AttentionMask, targets: PositionMask | None = None
+) -> Bool[Tensor, "batch pos-1"]:
     """Column ``i`` is True where real token ``i`` predicts real token ``i + 1`` and that token is
     scored (``targets``, if given, is True at it)."""
     real = attention_mask.bool()
@@ -250,10 +258,10 @@ def _scored_pairs(
 
 
 def token_nll(
-    logits: Float[Tensor, "batch pos d_vocab"],
+    logits: Logits,
     input_ids: TokenIds,
     attention_mask: AttentionMask,
-    targets: Bool[Tensor, "batch pos"] | None = None,
+    targets: PositionMask | None = None,
 ) -> LossPerToken:
     """NLL (nats) of each next token; 0 where the predicting or the predicted position is a pad,
     and where ``targets`` (if given) is False at the predicted position.
@@ -350,7 +358,7 @@ def _evaluate_packed(model, encoded: EncodedTexts) -> LanguageLoss:
     return LanguageLoss(encoded.lang, text_nll, encoded.n_predicted, encoded.n_bytes)
 
 
-def _full_logits(model, batch: Batch) -> Float[Tensor, "batch pos d_vocab"]:
+def _full_logits(model, batch: Batch) -> Logits:
     return model(
         batch.input_ids,
         attention_mask=batch.attention_mask,
@@ -360,11 +368,11 @@ def _full_logits(model, batch: Batch) -> Float[Tensor, "batch pos d_vocab"]:
     )
 
 
-def _final_residual(model, batch: Batch) -> Float[Tensor, "batch pos d_model"]:
+def _final_residual(model, batch: Batch) -> ResidActs:
     """The unembedding's input (the final norm's output); the forward stops there."""
     captured: list[Tensor] = []
 
-    def keep(resid: Tensor, hook) -> None:
+    def keep(resid: ResidActs, *, hook: HookPoint) -> None:
         captured.append(resid)
         raise StopForward
 

@@ -1,6 +1,6 @@
 """Stage 5b: ablation hooks that set chosen MLP neurons to fixed values, and prove they did.
 
-A neuron set is a boolean mask ``[layer, d_mlp]`` (what
+A neuron set is a boolean mask ``[layer, d_mlp]`` (:data:`mlinguality.types.NeuronMask`: what
 ``mlinguality.selectivity.selection.select_language_neurons`` returns per language; build one from
 ``(layer, neuron)`` pairs with :func:`mask_from_pairs`). Each targeted neuron is overwritten at
 every position of ``blocks.{layer}.mlp.hook_post`` (for gated MLPs ``act(gate) * up``, the
@@ -56,19 +56,18 @@ from typing import Literal
 
 import einops
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from mlinguality.activations.stats import ActivationStats
 from mlinguality.errors import MlingualityError
-from mlinguality.types import HOOK_POST
+from mlinguality.types import HOOK_POST, HookPoint, LayerNeuron, MlpActs, NeuronMask
 
 logger = logging.getLogger(__name__)
 
 AblationMode = Literal["zero", "mean", "values"]
 AblationPositions = Literal["all", "skip_first"]
 ABLATION_POSITIONS = ("all", "skip_first")
-NeuronMask = Bool[Tensor, "layer d_mlp"]
 
 
 class AblationError(MlingualityError):
@@ -119,7 +118,7 @@ class AblationHooks(list):
         hooks: list[tuple[str, Callable]],
         records: dict[int, LayerRecord],
         mask: NeuronMask,
-        values: Float[Tensor, "layer d_mlp"],
+        values: LayerNeuron,
         mode: str,
         handles_factory: Callable[[], list] | None = None,
         positions: str = "all",
@@ -197,7 +196,7 @@ def mask_from_pairs(pairs: Iterable[tuple[int, int]], n_layers: int, d_mlp: int)
 
 def mean_activation(
     stats: Mapping[str, ActivationStats], weighting: Literal["language", "token"] = "language"
-) -> Float[Tensor, "layer d_mlp"]:
+) -> LayerNeuron:
     """Mean ``hook_post`` activation over all languages, the target of ``mode="mean"``.
 
     Args:
@@ -221,9 +220,9 @@ def mean_activation(
 def _target_values(
     mask: NeuronMask,
     mode: str,
-    mean: Float[Tensor, "layer d_mlp"] | None,
-    values: Float[Tensor, "layer d_mlp"] | float | None,
-) -> Float[Tensor, "layer d_mlp"]:
+    mean: LayerNeuron | None,
+    values: LayerNeuron | float | None,
+) -> LayerNeuron:
     if mode == "zero":
         if mean is not None or values is not None:
             raise AblationError("mode='zero' takes neither mean nor values")
@@ -252,8 +251,8 @@ def ablation_hooks(
     mask: NeuronMask,
     mode: AblationMode = "zero",
     *,
-    mean: Float[Tensor, "layer d_mlp"] | None = None,
-    values: Float[Tensor, "layer d_mlp"] | float | None = None,
+    mean: LayerNeuron | None = None,
+    values: LayerNeuron | float | None = None,
     hook_template: str = HOOK_POST,
     positions: str = "all",
 ) -> AblationHooks:
@@ -342,15 +341,20 @@ def _w_out_input_module(model, hook_name: str):
     return inner if isinstance(inner, torch.nn.Module) else None
 
 
-def device_targets(neurons: Tensor, target: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+_NeuronTargets = tuple[Int[Tensor, " neuron"], Float[Tensor, " neuron"]]
+
+
+def device_targets(
+    neurons: Int[Tensor, " neuron"], target: Float[Tensor, " neuron"]
+) -> Callable[[MlpActs], _NeuronTargets]:
     """``act -> (neurons, target)`` on ``act``'s device and dtype, moved once per device/dtype.
 
     Shared by the ablation and steering hooks, so that a hook copies its indices and values to
     the device on the first call only.
     """
-    cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+    cache: dict[tuple, _NeuronTargets] = {}
 
-    def on_device(act: Tensor) -> tuple[Tensor, Tensor]:
+    def on_device(act: MlpActs) -> _NeuronTargets:
         key = (act.device, act.dtype)
         if key not in cache:
             cache[key] = (neurons.to(act.device), target.to(act.device, act.dtype))
@@ -360,15 +364,21 @@ def device_targets(neurons: Tensor, target: Tensor) -> Callable[[Tensor], tuple[
 
 
 def _layer_hooks(
-    record: LayerRecord, neurons: Tensor, target: Tensor, d_mlp: int, start: int = 0
+    record: LayerRecord,
+    neurons: Int[Tensor, " neuron"],
+    target: Float[Tensor, " neuron"],
+    d_mlp: int,
+    start: int = 0,
 ) -> tuple[Callable, Callable]:
     """The write hook and the check of one layer (closures over device-cached targets).
 
-    ``start`` is the first sequence position written (1 for ``positions="skip_first"``).
+    ``start`` is the first sequence position written (1 for ``positions="skip_first"``). The
+    check also runs as a torch pre-hook on ``W_out`` (:meth:`AblationHooks.checking`), without
+    a hook point.
     """
     on_device = device_targets(neurons, target)
 
-    def write(act: Tensor, hook) -> Tensor:
+    def write(act: MlpActs, *, hook: HookPoint) -> MlpActs:
         if act.shape[-1] != d_mlp:
             raise AblationError(
                 f"ablation hook {record.hook_name}: activation has {act.shape[-1]} units, "
@@ -384,7 +394,7 @@ def _layer_hooks(
         record.n_written += before.numel()
         return act
 
-    def check(act: Tensor, hook=None) -> None:
+    def check(act: MlpActs, *, hook: HookPoint | None = None) -> None:
         index, value = on_device(act)
         record._wrong.append((act[..., start:, :].index_select(-1, index) != value).sum())
 
@@ -397,8 +407,8 @@ def ablate(
     mask: NeuronMask,
     mode: AblationMode = "zero",
     *,
-    mean: Float[Tensor, "layer d_mlp"] | None = None,
-    values: Float[Tensor, "layer d_mlp"] | float | None = None,
+    mean: LayerNeuron | None = None,
+    values: LayerNeuron | float | None = None,
     hook_template: str = HOOK_POST,
     verify: bool = True,
     positions: str = "all",
@@ -424,7 +434,7 @@ def ablate(
         hooks.verify()
 
 
-def firing_rate(stats: Mapping[str, ActivationStats]) -> Float[Tensor, "layer d_mlp"]:
+def firing_rate(stats: Mapping[str, ActivationStats]) -> LayerNeuron:
     """Per-neuron firing rate averaged over languages (each language counts once): the share
     of positions where the gate fires on gated MLPs, where ``hook_post > 0`` on plain ones.
 
@@ -436,7 +446,7 @@ def firing_rate(stats: Mapping[str, ActivationStats]) -> Float[Tensor, "layer d_
     return einops.reduce(rates, "lang layer d_mlp -> layer d_mlp", "mean").float()
 
 
-def activity_bins(activity: Float[Tensor, "layer d_mlp"], n_bins: int) -> Tensor:
+def activity_bins(activity: LayerNeuron, n_bins: int) -> Int[Tensor, "layer d_mlp"]:
     """Equal-count bins of ``activity`` within each layer (0 = least active), ``[layer, d_mlp]``.
 
     >>> activity_bins(torch.tensor([[0.3, 0.1, 0.4, 0.2]]), 2).tolist()
@@ -451,7 +461,7 @@ def random_matched_mask(
     mask: NeuronMask,
     generator: torch.Generator | None = None,
     *,
-    activity: Float[Tensor, "layer d_mlp"] | None = None,
+    activity: LayerNeuron | None = None,
     n_bins: int = 10,
 ) -> NeuronMask:
     """A random mask with the same number of neurons in every layer as ``mask``.

@@ -36,7 +36,6 @@ from torch import Tensor
 from mlinguality.ablation.evaluation import EncodedTexts, LanguageLoss, evaluate, evaluate_languages
 from mlinguality.ablation.hooks import (
     AblationMode,
-    NeuronMask,
     ablate,
     firing_rate,
     mean_activation,
@@ -44,6 +43,7 @@ from mlinguality.ablation.hooks import (
 )
 from mlinguality.activations.stats import ActivationStats
 from mlinguality.errors import MlingualityError
+from mlinguality.types import LayerNeuron, NeuronMask
 
 logger = logging.getLogger(__name__)
 
@@ -269,13 +269,13 @@ def ablation_matrix(
     neuron_sets: Mapping[str, NeuronMask],
     mode: AblationMode = "zero",
     *,
-    mean: Float[Tensor, "layer d_mlp"] | None = None,
+    mean: LayerNeuron | None = None,
     n_seeds: int = 3,
     seed: int = 0,
     baseline: Mapping[str, LanguageLoss] | None = None,
     meta: dict | None = None,
     positions: str = "skip_first",
-    activity: Float[Tensor, "layer d_mlp"] | None = None,
+    activity: LayerNeuron | None = None,
     n_bins: int = 10,
 ) -> AblationMatrix:
     """Evaluate every language under the ablation of every language's neuron set.

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Int
 from torch import Tensor
+
+from mlinguality.types import AttentionMask, PositionMask, TokenIds
 
 Positions = Literal["all", "last", "word_final"]
 PaddingSide = Literal["left", "right"]
@@ -177,8 +179,8 @@ class Batch:
     """Padded token ids of some examples, with what the model and the statistics need."""
 
     indices: list[int]
-    input_ids: Int[Tensor, "batch pos"]
-    attention_mask: Int[Tensor, "batch pos"]
+    input_ids: TokenIds
+    attention_mask: AttentionMask
     position_ids: Int[Tensor, "batch pos"]
     lengths: list[int]
     padding_side: PaddingSide
@@ -237,7 +239,7 @@ def position_mask(
     texts: Sequence[TokenizedText],
     positions: Positions = "all",
     include_bos: bool = False,
-) -> Bool[Tensor, "batch pos"]:
+) -> PositionMask:
     """Which padded positions count: never padding; the leading special tokens (BOS, XGLM's
     ``</s>``, language tags: ``n_prefix``) only if ``include_bos``.
 

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
 from mlinguality.activations.batching import (
@@ -54,7 +54,16 @@ from mlinguality.activations.reducer import BatchReducer, StopForward
 from mlinguality.activations.stats import ActivationStats, ProvenanceError
 from mlinguality.corpus.adapters import as_corpus
 from mlinguality.errors import MlingualityError
-from mlinguality.types import HOOK_POST, HOOK_PRE, HOOK_PRE_LINEAR, hook_post_name, hook_pre_name
+from mlinguality.types import (
+    HOOK_POST,
+    HOOK_PRE,
+    HOOK_PRE_LINEAR,
+    HookPoint,
+    MlpActs,
+    TokenIds,
+    hook_post_name,
+    hook_pre_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -300,14 +309,14 @@ def _warn_if_few_words(corpus, langs: Sequence[str]) -> None:
 
 
 def hook_post_activations(
-    model, input_ids: Int[Tensor, "batch pos"], layers: Sequence[int]
+    model, input_ids: TokenIds, layers: Sequence[int]
 ) -> Float[Tensor, "batch pos layer d_mlp"]:
     """``hook_post`` of ``layers`` for unpadded ``input_ids``, leaving the forward after the last one."""
     captured: dict[int, Tensor] = {}
     last = max(layers)
 
     def keep(layer: int):
-        def hook(acts: Float[Tensor, "batch pos d_mlp"], hook) -> None:
+        def hook(acts: MlpActs, *, hook: HookPoint) -> None:
             captured[layer] = acts.detach().float().cpu()
             if layer == last:
                 raise StopForward

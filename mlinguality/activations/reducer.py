@@ -18,7 +18,7 @@ update, so the variance does not suffer the cancellation of a raw sum of squares
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import einops
 import torch
@@ -26,6 +26,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from mlinguality.activations.stats import ActivationStats
+from mlinguality.types import HookPoint, MlpActs, PositionMask
 
 
 class StopForward(Exception):
@@ -76,7 +77,7 @@ class BatchReducer:
 
     # --- per batch ------------------------------------------------------------------------
 
-    def start(self, mask: Bool[Tensor, "batch pos"], rows: Sequence[int]) -> None:
+    def start(self, mask: PositionMask, rows: Sequence[int]) -> None:
         """Prepare for a batch. ``mask`` (on the host) says which padded positions count."""
         mask = mask.cpu()
         kept = mask.flatten().nonzero().squeeze(-1)
@@ -96,15 +97,15 @@ class BatchReducer:
             self._example_pos = torch.zeros(buffer, device=self.device)
             self._example_gate = torch.zeros(buffer, device=self.device) if self.gated else None
 
-    def _gather(self, acts: Float[Tensor, "batch pos d_mlp"]) -> Float[Tensor, "token d_mlp"]:
+    def _gather(self, acts: MlpActs) -> Float[Tensor, "token d_mlp"]:
         """The counted positions as a fresh float32 ``[token, d_mlp]`` copy (free to modify)."""
         flat = einops.rearrange(acts.detach(), "batch pos d_mlp -> (batch pos) d_mlp")
         return flat.index_select(0, self.kept).float()
 
-    def post_hook(self, layer: int):
+    def post_hook(self, layer: int) -> Callable[..., None]:
         """The hook for ``blocks.{layer}.mlp.hook_post``."""
 
-        def hook(acts: Float[Tensor, "batch pos d_mlp"], hook) -> None:
+        def hook(acts: MlpActs, *, hook: HookPoint) -> None:
             if self.batch_tokens:
                 self._reduce_post(layer, self._gather(acts))
             self.fired.add(layer)
@@ -113,10 +114,10 @@ class BatchReducer:
 
         return hook
 
-    def pre_hook(self, layer: int):
+    def pre_hook(self, layer: int) -> Callable[..., None]:
         """The hook for ``blocks.{layer}.mlp.hook_pre`` (gated MLPs: the gate pre-activation)."""
 
-        def hook(pre: Float[Tensor, "batch pos d_mlp"], hook) -> None:
+        def hook(pre: MlpActs, *, hook: HookPoint) -> None:
             if self.batch_tokens:
                 positive = self._gather(pre) > 0
                 self._gate[layer] = count_true(positive)
@@ -140,7 +141,7 @@ class BatchReducer:
         # spread about the batch's own mean, in place on our private copy
         self._m2[layer] = kept.sub_(batch_sum / self.batch_tokens).square_().sum(0)
 
-    def finish(self) -> dict[str, Tensor] | None:
+    def finish(self) -> dict[str, Float[Tensor, "batch layer d_mlp"] | None] | None:
         """Fold the batch into the running statistics (after its forward pass).
 
         Returns the batch's per-example tensors on the host (``mean``, ``frac_positive``,

@@ -34,6 +34,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mlinguality.errors import MlingualityError
+from mlinguality.types import ExampleLayerNeuron, LayerNeuron, LayerNeuronCount
 
 _FORMAT = 2  # 2: m2 (centred sum of squares) replaces format 1's raw sum_sq; 1 still loads
 
@@ -88,16 +89,16 @@ class ActivationStats:
 
     lang: str
     n_tokens: int
-    sum: Float[Tensor, "layer d_mlp"]
-    m2: Float[Tensor, "layer d_mlp"]
-    n_positive: Int[Tensor, "layer d_mlp"]
-    max: Float[Tensor, "layer d_mlp"]
-    n_gate_positive: Int[Tensor, "layer d_mlp"] | None = None
+    sum: LayerNeuron
+    m2: LayerNeuron
+    n_positive: LayerNeuronCount
+    max: LayerNeuron
+    n_gate_positive: LayerNeuronCount | None = None
     example_ids: list[str] = field(default_factory=list)
     example_n_tokens: Int[Tensor, " example"] | None = None
-    example_mean: Float[Tensor, "example layer d_mlp"] | None = None
-    example_frac_positive: Float[Tensor, "example layer d_mlp"] | None = None
-    example_frac_gate_positive: Float[Tensor, "example layer d_mlp"] | None = None
+    example_mean: ExampleLayerNeuron | None = None
+    example_frac_positive: ExampleLayerNeuron | None = None
+    example_frac_gate_positive: ExampleLayerNeuron | None = None
     meta: dict = field(default_factory=dict)
 
     @classmethod
@@ -128,29 +129,29 @@ class ActivationStats:
         return self.sum.shape[1]
 
     @property
-    def mean(self) -> Float[Tensor, "layer d_mlp"]:
+    def mean(self) -> LayerNeuron:
         """Mean activation per neuron (float64)."""
         return self.sum / max(self.n_tokens, 1)
 
     @property
-    def var(self) -> Float[Tensor, "layer d_mlp"]:
+    def var(self) -> LayerNeuron:
         """Unbiased variance per neuron (float64; 0 with fewer than two tokens)."""
         if self.n_tokens < 2:
             return torch.zeros_like(self.sum)
         return (self.m2 / (self.n_tokens - 1)).clamp_min(0.0)
 
     @property
-    def sum_sq(self) -> Float[Tensor, "layer d_mlp"]:
+    def sum_sq(self) -> LayerNeuron:
         """Raw sum of squared activations (float64), derived from ``m2``: for reading only."""
         return self.m2 + self.sum**2 / max(self.n_tokens, 1)
 
     @property
-    def p_positive(self) -> Float[Tensor, "layer d_mlp"]:
+    def p_positive(self) -> LayerNeuron:
         """Share of counted positions where hook_post > 0."""
         return self.n_positive.double() / max(self.n_tokens, 1)
 
     @property
-    def p_gate_positive(self) -> Float[Tensor, "layer d_mlp"]:
+    def p_gate_positive(self) -> LayerNeuron:
         """Share of positions where the gate pre-activation > 0 (hook_post > 0 if not gated)."""
         counts = self.n_gate_positive if self.n_gate_positive is not None else self.n_positive
         return counts.double() / max(self.n_tokens, 1)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from mlinguality.ablation.evaluation import encode_texts, evaluate
-from mlinguality.ablation.hooks import NeuronMask, firing_rate, random_matched_mask
+from mlinguality.ablation.hooks import firing_rate, random_matched_mask
 from mlinguality.activations.stats import ActivationStats
 from mlinguality.errors import MlingualityError
 from mlinguality.steering.config import SteeringConfig
@@ -38,6 +38,7 @@ from mlinguality.steering.interventions import (
     steering_hooks,
 )
 from mlinguality.steering.language_id import LanguageIdentifier, distinct_n, outcome
+from mlinguality.types import LayerNeuron, NeuronMask
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def random_intervention(
     target: str,
     settings: SteeringConfig,
     generator: torch.Generator,
-    activity=None,
+    activity: LayerNeuron | None = None,
 ) -> Intervention:
     """The pair's intervention on random neurons: each side's set replaced by a random set
     matched in count per layer (and in ``activity`` bins when given), moved to the same kind of

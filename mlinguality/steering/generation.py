@@ -31,12 +31,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
 from mlinguality.activations.batching import pad_token_id, tokenize_texts
 from mlinguality.errors import MlingualityError
 from mlinguality.steering.interventions import SteeringHooks
-from mlinguality.types import AttentionMask, TokenIds
+from mlinguality.types import AttentionMask, PositionMask, TokenIds
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def _prompt_ids(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
 
 def left_pad(
     rows: Sequence[Sequence[int]], pad: int, has_bos: bool = True
-) -> tuple[TokenIds, AttentionMask, Tensor]:
+) -> tuple[TokenIds, AttentionMask, PositionMask]:
     """Left-padded ids, their attention mask, and the writable prompt mask (real tokens but BOS).
 
     >>> ids, attention, writable = left_pad([[2, 5, 6], [2, 7]], pad=0)

@@ -42,18 +42,20 @@ from dataclasses import dataclass
 
 import einops
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
-from mlinguality.ablation.hooks import (
-    AblationError,
-    AblationHooks,
-    LayerRecord,
-    NeuronMask,
-    device_targets,
-)
+from mlinguality.ablation.hooks import AblationError, AblationHooks, LayerRecord, device_targets
 from mlinguality.activations.stats import ActivationStats
-from mlinguality.types import HOOK_POST, PositionMask
+from mlinguality.types import (
+    HOOK_POST,
+    HookPoint,
+    LayerNeuron,
+    MlpActs,
+    NeuronMask,
+    PositionMask,
+    ResidActs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ class Intervention:
     """
 
     mask: NeuronMask
-    target: Float[Tensor, "layer d_mlp"]
+    target: LayerNeuron
     alpha: float = 1.0
     label: str = ""
     n_source: int = 0
@@ -112,7 +114,7 @@ class Intervention:
 
 def deactivation_values(
     stats: Mapping[str, ActivationStats], lang: str, mode: str = "zero"
-) -> Float[Tensor, "layer d_mlp"]:
+) -> LayerNeuron:
     """Where ``lang``'s neurons go when deactivated: ``"zero"``, or ``"mean"``: the unweighted
     mean of the *other* languages' per-language means (what the neuron does when ``lang`` is absent).
     """
@@ -129,7 +131,7 @@ def deactivation_values(
 
 def activation_values(
     stats: Mapping[str, ActivationStats], lang: str, value: str = "mean", quantile: float = 0.9
-) -> Float[Tensor, "layer d_mlp"]:
+) -> LayerNeuron:
     """Where ``lang``'s neurons go when activated, from its statistics on ``lang`` text.
 
     ``"mean"``: the mean activation per token (Tang et al. 2024); ``"max"``: the largest one seen;
@@ -254,7 +256,7 @@ class SteeringWindow:
         self._start = self._seen if self.cached else 0
         self._seen = self._start + n_pos
 
-    def columns(self, positions: str, shape: tuple[int, int], device) -> Bool[Tensor, "batch pos"]:
+    def columns(self, positions: str, shape: tuple[int, int], device) -> PositionMask:
         """The positions of the current forward pass to write, ``[batch, pos]``."""
         batch, n_pos = shape
         if not self.active:
@@ -324,7 +326,11 @@ def steering_hooks(
     window = SteeringWindow()
     hooks: list[tuple[str, Callable]] = []
     if CLOCK_HOOK in model.hook_dict:
-        hooks.append((CLOCK_HOOK, lambda act, hook: window.tick(act.shape[1])))
+
+        def clock(embed: ResidActs, *, hook: HookPoint) -> None:
+            window.tick(embed.shape[1])
+
+        hooks.append((CLOCK_HOOK, clock))
     elif positions != "all":
         raise SteeringError(f"positions={positions!r} needs a {CLOCK_HOOK!r} hook point")
     records: dict[int, LayerRecord] = {}
@@ -342,12 +348,20 @@ def steering_hooks(
     return SteeringHooks(hooks, records, intervention, positions, window)
 
 
-def _layer_hooks(record, neurons, target, alpha, positions, window, d_mlp):
+def _layer_hooks(
+    record: LayerRecord,
+    neurons: Int[Tensor, " neuron"],
+    target: Float[Tensor, " neuron"],
+    alpha: float,
+    positions: str,
+    window: SteeringWindow,
+    d_mlp: int,
+) -> list[tuple[str, Callable]]:
     """The write and check hooks of one layer."""
     on_device = device_targets(neurons, target)
     expected: list[Tensor] = []
 
-    def write(act: Tensor, hook) -> Tensor:
+    def write(act: MlpActs, *, hook: HookPoint) -> MlpActs:
         if act.shape[-1] != d_mlp:
             raise SteeringError(
                 f"steering hook {record.hook_name}: activation has {act.shape[-1]} units, not {d_mlp}"
@@ -365,7 +379,7 @@ def _layer_hooks(record, neurons, target, alpha, positions, window, d_mlp):
         record.n_written += int(where.sum()) * len(neurons)
         return act
 
-    def check(act: Tensor, hook) -> None:
+    def check(act: MlpActs, *, hook: HookPoint) -> None:
         index, _ = on_device(act)
         record._wrong.append((act.index_select(-1, index) != expected[0]).sum())
 
