@@ -25,7 +25,10 @@ TooLong = Literal["error", "truncate"]
 """What to do with a text longer than the model's context."""
 
 AblationMode = Literal["zero", "mean"]
-"""What an ablation writes at the selected neurons (the library also takes given ``values``)."""
+"""What a run's ablation writes at the selected neurons (``ablation.mode``)."""
+
+AblationWrite = Literal[AblationMode, "values"]
+"""What the library's ablation hooks write: ``AblationMode``, or values the caller gives."""
 
 AblationPositions = Literal["all", "skip_first"]
 """Positions an ablation writes: every one, or all but the first (the BOS)."""

@@ -11,7 +11,7 @@ import pytest
 import torch
 from jaxtyping import TypeCheckError
 
-from mlinguality.ablation.hooks import activity_bins
+from mlinguality.ablation.random_sets import activity_bins
 from mlinguality.activations.stats import ActivationStats
 
 

@@ -1,6 +1,7 @@
 """Stage 5: ablate neurons and measure per-language bits per byte.
 
-``hooks`` (zero/mean/value writes at ``hook_post``, checked), ``evaluation`` (padding-correct
+``hooks`` (zero/mean/value writes at ``hook_post``, checked), ``random_sets`` (count- and
+activity-matched random controls), ``evaluation`` (padding-correct
 loss, bits per byte), ``matrix`` (the language x language ablation experiment).
 """
 
@@ -9,12 +10,11 @@ from mlinguality.ablation.hooks import (
     AblationError,
     ablate,
     ablation_hooks,
-    firing_rate,
     mask_from_pairs,
     mean_activation,
-    random_matched_mask,
 )
 from mlinguality.ablation.matrix import AblationMatrix, ablation_matrix
+from mlinguality.ablation.random_sets import firing_rate, random_matched_mask
 
 __all__ = [
     "AblationError",

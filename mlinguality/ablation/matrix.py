@@ -9,7 +9,7 @@ bits per byte on held-out text and its change from no ablation. Controls and sum
   neurons in these layers" costs A without regard to which.
 - **activity-matched random control** (with ``activity``, e.g. the firing rate on the selection
   data): the same count per layer, drawn bin for bin from neurons of the same activity
-  (:func:`mlinguality.ablation.hooks.random_matched_mask`); row ``random_activity``. Selected
+  (:func:`mlinguality.ablation.random_sets.random_matched_mask`); row ``random_activity``. Selected
   neurons are busy ones, so this is the control that separates *language* from *activity*.
 - **diagonal dominance** (:class:`DiagonalDominance`): own-language rise (mean of the diagonal),
   mean cross-language rise (off-diagonal), their ratio, the own rise over the random control, and
@@ -34,13 +34,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mlinguality.ablation.evaluation import EncodedTexts, LanguageLoss, evaluate, evaluate_languages
-from mlinguality.ablation.hooks import (
-    AblationMode,
-    ablate,
-    firing_rate,
-    mean_activation,
-    random_matched_mask,
-)
+from mlinguality.ablation.hooks import AblationMode, ablate, mean_activation
+from mlinguality.ablation.random_sets import firing_rate, random_matched_mask
 from mlinguality.activations.stats import ActivationStats
 from mlinguality.errors import MlingualityError
 from mlinguality.types import LayerNeuron, NeuronMask
@@ -295,7 +290,7 @@ def ablation_matrix(
         meta: Configuration labels kept with the result.
         positions: ``"skip_first"`` (default: every position but the BOS, what collection
             counted) or ``"all"`` (see :mod:`mlinguality.ablation.hooks`).
-        activity: Per-neuron activity (:func:`mlinguality.ablation.hooks.firing_rate` of the
+        activity: Per-neuron activity (:func:`mlinguality.ablation.random_sets.firing_rate` of the
             selection statistics); when given, an activity-matched random control is run too.
         n_bins: Activity bins per layer of that control.
 
@@ -421,7 +416,7 @@ def compare_selections(
 ) -> list[AblationMatrix]:
     """One :func:`ablation_matrix` per (selection metric, rate, mode, positions), sharing one
     baseline; with ``activity_control``, each has the activity-matched random row too (activity:
-    :func:`mlinguality.ablation.hooks.firing_rate` of ``stats``).
+    :func:`mlinguality.ablation.random_sets.firing_rate` of ``stats``).
 
     Neurons are selected from ``stats`` (collected on the ``select`` split) with
     ``mlinguality.selectivity.selection.select_language_neurons(stats, metric=..., top_rate=rate)``; the

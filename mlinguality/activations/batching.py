@@ -10,16 +10,16 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from mlinguality.choices import PaddingSide, Positions
 from mlinguality.types import AttentionMask, PositionMask, TokenIds
 
-Positions = Literal["all", "last", "word_final"]
-PaddingSide = Literal["left", "right"]
+__all__ = ["PaddingSide", "Positions"]  # re-exported for the modules that use batching
+
 
 _WORD = re.compile(r"\S+")
 logger = logging.getLogger(__name__)

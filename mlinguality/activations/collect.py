@@ -52,6 +52,7 @@ from mlinguality.activations.batching import (
 )
 from mlinguality.activations.reducer import BatchReducer, StopForward
 from mlinguality.activations.stats import ActivationStats, ProvenanceError
+from mlinguality.choices import choices
 from mlinguality.corpus.adapters import as_corpus
 from mlinguality.errors import MlingualityError
 from mlinguality.types import (
@@ -67,7 +68,7 @@ from mlinguality.types import (
 
 logger = logging.getLogger(__name__)
 
-POSITIONS = ("all", "last", "word_final")
+POSITIONS = choices(Positions)
 
 
 def is_gated(model) -> bool:

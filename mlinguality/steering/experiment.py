@@ -7,7 +7,7 @@ Conditions per pair, on the same prompts (greedy, or sampled with the same seeds
 - ``steer``: :func:`~mlinguality.steering.interventions.language_intervention` at each ``alpha``;
 - ``random``: the same intervention on random neurons matched to the selected ones in count per
   layer and, with ``activity_control`` (the default), in firing-rate decile on the selection
-  data (:func:`mlinguality.ablation.hooks.random_matched_mask`), ``n_random`` draws per alpha.
+  data (:func:`mlinguality.ablation.random_sets.random_matched_mask`), ``n_random`` draws per alpha.
 
 Each generation is scored by an offline identifier (target / source / other), by its fluency
 (bits per byte of the generated text, BOS first, under the *unsteered* model, as in
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from mlinguality.ablation.evaluation import encode_texts, evaluate
-from mlinguality.ablation.hooks import firing_rate, random_matched_mask
+from mlinguality.ablation.random_sets import firing_rate, random_matched_mask
 from mlinguality.activations.stats import ActivationStats
 from mlinguality.errors import MlingualityError
 from mlinguality.steering.config import SteeringConfig

@@ -47,6 +47,7 @@ from torch import Tensor
 
 from mlinguality.ablation.hooks import AblationError, AblationHooks, LayerRecord, device_targets
 from mlinguality.activations.stats import ActivationStats
+from mlinguality.choices import Activate, Deactivate, SteeringPositions, choices
 from mlinguality.types import (
     HOOK_POST,
     HookPoint,
@@ -59,9 +60,9 @@ from mlinguality.types import (
 
 logger = logging.getLogger(__name__)
 
-POSITIONS = ("all", "prompt", "generated")
-DEACTIVATE = ("zero", "mean")
-ACTIVATE = ("mean", "max", "quantile")
+POSITIONS = choices(SteeringPositions)
+DEACTIVATE = choices(Deactivate)
+ACTIVATE = choices(Activate)
 CLOCK_HOOK = "hook_embed"  # fires once per forward pass, before any block: the window's clock
 
 

@@ -11,9 +11,10 @@ import torch
 
 from mlinguality import TinyModelConfig, load_model
 from mlinguality.ablation.evaluation import LanguageLoss, encode_languages, evaluate
-from mlinguality.ablation.hooks import ablate, mask_from_pairs, mean_activation, random_matched_mask
+from mlinguality.ablation.hooks import ablate, mask_from_pairs, mean_activation
 from mlinguality.ablation.matrix import ACTIVITY_ROW, RANDOM_ROW, AblationMatrix, ablation_matrix
 from mlinguality.ablation.outputs import comparison_table, plot_matrices, write_csv
+from mlinguality.ablation.random_sets import random_matched_mask
 from mlinguality.errors import MlingualityError
 from tests.utils import assert_close
 

@@ -124,7 +124,7 @@ def test_experiment_random_control_is_activity_matched(tiny_model, setup, monkey
     """The experiment's random sets come from the selected neurons' firing-rate deciles
     (a count-only draw would land in other deciles); activity_control=False draws by count."""
     import mlinguality.steering.experiment as experiment
-    from mlinguality.ablation.hooks import activity_bins, firing_rate
+    from mlinguality.ablation.random_sets import activity_bins, firing_rate
 
     stats, masks = setup
     drawn = []

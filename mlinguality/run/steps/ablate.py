@@ -58,8 +58,9 @@ def _cpu_lacks_bf16(dtype: str) -> bool:
 
 def ablate(ctx: StageContext) -> None:
     """Ablation matrix on the held-out split -> ``ablation.csv``, ``ablation.json``, heatmap."""
-    from mlinguality.ablation.hooks import firing_rate, mean_activation
+    from mlinguality.ablation.hooks import mean_activation
     from mlinguality.ablation.outputs import plot_matrices, write_csv
+    from mlinguality.ablation.random_sets import firing_rate
 
     config, inputs, run_dir = ctx.config, ctx.inputs, ctx.run_dir
     ab = config.ablation
