@@ -21,6 +21,7 @@ LAYERS = [
     {"selectivity"},
     {"ablation"},
     {"steering"},
+    {"dashboards"},
     {"run"},
     {"cli", "__main__"},
 ]

@@ -7,6 +7,7 @@ Subcommands:
     demo                      the main job (experiments/configs/paper.yaml)
     sweep FILE.yaml           run a W&B sweep file locally (grid, random), no server needed
     steer RUN_DIR --from en --to fr   steer generation with a finished run's language neurons
+    neurons RUN_DIR [--lang fr]   neuron cards: top contexts, promoted tokens
     compare RUN_A RUN_B       profile overlay, neuron-set overlap and ablation deltas of two runs
     config show|keys          the resolved config as YAML; every key with default and meaning
     ablation-matrix           ablation matrices for many selection metrics, rates and modes
@@ -28,6 +29,7 @@ import sys
 from mlinguality.cli.corpus import add_corpus_commands
 from mlinguality.cli.experiments import add_experiment_commands
 from mlinguality.cli.inspect import add_commands, add_model_commands
+from mlinguality.cli.neurons import add_neurons_command
 from mlinguality.cli.run import add_run_commands
 from mlinguality.cli.shards import add_shard_commands
 from mlinguality.cli.steer import add_steer_command
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_shard_commands(commands)
     add_run_commands(commands)
     add_commands(commands)
+    add_neurons_command(commands)
     add_experiment_commands(commands)
     return parser
 

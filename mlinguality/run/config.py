@@ -1,7 +1,7 @@
 """One typed configuration for a run; YAML files and the command line are views of it.
 
 :class:`RunConfig` nests one dataclass per pipeline stage (model, corpus, collection,
-selectivity, ablation, steering, tracking). Every way of building one goes through :meth:`RunConfig.from_dict`,
+selectivity, ablation, steering, examples, tracking). Every way of building one goes through :meth:`RunConfig.from_dict`,
 which checks every key and value, so a typo in a YAML file, a ``--set`` override or an argument
 passed by ``wandb agent`` fails at once with a one-line :class:`MlingualityError` naming the key.
 
@@ -31,6 +31,7 @@ from mlinguality.choices import (
     TooLong,
     WandbMode,
 )
+from mlinguality.dashboards.config import ExamplesConfig
 from mlinguality.errors import MlingualityError
 from mlinguality.run.yamlfile import load_yaml
 from mlinguality.sections import Section, locate, parse_value
@@ -40,6 +41,7 @@ __all__ = [
     "AblationConfig",
     "CollectionConfig",
     "CorpusConfig",
+    "ExamplesConfig",
     "ModelConfig",
     "RunConfig",
     "SelectivityConfig",
@@ -274,6 +276,7 @@ class RunConfig(Section):
     selectivity: SelectivityConfig = field(default_factory=SelectivityConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
     steering: SteeringConfig = field(default_factory=SteeringConfig)
+    examples: ExamplesConfig = field(default_factory=ExamplesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> None:

@@ -135,6 +135,51 @@ class Run:
         )
         return frame.astype(float)
 
+    @cached_property
+    def _cards(self) -> dict[tuple[int, int, str], Any]:
+        from mlinguality.dashboards.cards import NeuronCard
+
+        path = self.path / "neurons" / "neurons.json"
+        if not path.is_file():
+            raise MlingualityError(
+                f"run {self.path}: no neurons/neurons.json (the examples stage never ran; "
+                "run it with examples.enabled=true)"
+            )
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return {
+            (entry["layer"], entry["neuron"], entry["set"]): NeuronCard(entry, record["langs"])
+            for entry in record["neurons"]
+        }
+
+    def neuron(self, layer: int, index: int):
+        """The :class:`~mlinguality.dashboards.cards.NeuronCard` of neuron ``index`` of ``layer``
+        (its top contexts, histograms and logit effect; renders as HTML in a notebook)."""
+        for kind in ("selected", "listed", "random"):
+            card = self._cards.get((layer, index, kind))
+            if card is not None:
+                return card
+        raise MlingualityError(
+            f"run {self.path}: no card for L{layer} N{index} (cards exist for the selected, the "
+            "random control and the examples.neurons neurons)"
+        )
+
+    def neuron_cards(self, set: str | None = None) -> list:
+        """Every card (or those of one ``set``: ``selected``, ``random``, ``listed``)."""
+        return [card for key, card in self._cards.items() if set is None or key[2] == set]
+
+    def neuron_table(self) -> pd.DataFrame:
+        """One row per card: set, language, layer, neuron, score, firing rates, the own-language
+        share of its top promoted tokens and those tokens."""
+        from mlinguality.dashboards.cards import neuron_table
+
+        return neuron_table(self.neuron_cards())
+
+    @property
+    def output_language(self) -> pd.DataFrame | None:
+        """``neurons/output_language.csv``: do a language's neurons promote its tokens,
+        against the activity-matched random neurons (None without the examples stage)."""
+        return _csv(self.path / "neurons" / "output_language.csv")
+
     def layer_scores(self, metric: str | None = None) -> pd.DataFrame:
         """Per-layer score of ``metric`` (default: the first configured), layers x pairs."""
         if self.profile is None:

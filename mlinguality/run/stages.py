@@ -10,7 +10,7 @@ for a config; whether the other ranks take part under torchrun.
 Adding a stage is one module under ``run/steps/`` and one entry here (docs/contributing.md).
 
 >>> [stage.name for stage in STAGES]
-['collect', 'score', 'select', 'ablate', 'steer']
+['collect', 'score', 'select', 'examples', 'ablate', 'steer']
 >>> stage_named("select").reads
 ('collect',)
 """
@@ -25,6 +25,8 @@ from mlinguality.run.config import RunConfig
 from mlinguality.run.inputs import StageContext
 from mlinguality.run.steps.ablate import ablate
 from mlinguality.run.steps.collect import collect
+from mlinguality.run.steps.examples import OUTPUT as NEURONS_FOLDER
+from mlinguality.run.steps.examples import examples
 from mlinguality.run.steps.score import score
 from mlinguality.run.steps.select import select
 from mlinguality.run.steps.steer import OUTPUT as STEERING_FOLDER
@@ -110,6 +112,16 @@ STAGES: tuple[Stage, ...] = (
         },
         reads=("collect",),
         artifact=("neurons", "selected-neurons"),
+    ),
+    Stage(
+        "examples",
+        examples,
+        outputs=(NEURONS_FOLDER,),
+        settings=lambda c: {"examples": _without(c.examples, "enabled"), "seed": c.seed},
+        reads=("select",),
+        inputs=("model", "corpus"),
+        enabled=lambda c: c.examples.enabled,
+        artifact=("neurons-cards", "neuron-cards"),
     ),
     Stage(
         "ablate",
