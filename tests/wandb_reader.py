@@ -173,6 +173,11 @@ def check_run_mirror(run_dir: Path) -> OfflineRun:
     assert set(kinds) >= {"stats", "selected-neurons", "report", "config"}, kinds
     assert any(name.startswith("stats/") for name in kinds["stats"]["files"])
     assert "selected_neurons.csv" in kinds["selected-neurons"]["files"]
+    if (Path(run_dir) / "neurons" / "neurons.json").is_file():  # the examples stage ran
+        assert any(k.startswith("neurons/table/") for row in run.history for k in row)
+        assert any(k.startswith("neurons/output_language/") for row in run.history for k in row)
+        assert "neurons/neurons.json" in kinds["neuron-cards"]["files"]
+        assert any(key.startswith("neurons/own_share/") for key in run.summary)
     assert "report.md" in kinds["report"]["files"] and kinds["config"]["files"] == ["config.yaml"]
     assert all(Path(run_dir).name in art["aliases"] for art in run.artifacts)
     return run

@@ -160,8 +160,9 @@ def _colour(value: float, scale: float) -> str:
     return f"rgba(40,110,220,{-share:.2f})"
 
 
-def card_html(data: dict[str, Any], langs: Sequence[str]) -> str:
-    """One card as HTML with inline styles only (a notebook cell, a W&B table cell)."""
+def card_html(data: dict[str, Any], langs: Sequence[str], top: int | None = None) -> str:
+    """One card as HTML with inline styles only (a notebook cell, a W&B table cell); ``top``
+    contexts per language (default: all)."""
     card = NeuronCard(data, langs)
     scale = max(
         [abs(v) for contexts in data["contexts"].values() for c in contexts for v in c["acts"]]
@@ -176,7 +177,7 @@ def card_html(data: dict[str, Any], langs: Sequence[str]) -> str:
         + "<br>",
     ]
     for lang in langs:
-        contexts = data["contexts"].get(lang, [])
+        contexts = data["contexts"].get(lang, [])[:top]
         if not contexts:
             continue
         parts.append(f'<div style="margin-top:6px"><i>{html.escape(lang)}</i></div>')

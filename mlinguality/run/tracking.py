@@ -149,13 +149,21 @@ class Tracker:
         for row in rows:
             self._call("log", lambda row=row: self.run.log(dict(row)))
 
-    def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
-        """Log a table (e.g. ``ablation/matrix``)."""
+    def log_table(
+        self, key: str, columns: list[str], rows: list[list[Any]], html: Sequence[str] = ()
+    ) -> None:
+        """Log a table (e.g. ``ablation/matrix``); the columns named in ``html`` hold HTML
+        (shown rendered in the W&B table)."""
 
         def log() -> None:
             import wandb
 
-            self.run.log({key: wandb.Table(columns=columns, data=rows)})
+            wrap = [columns.index(name) for name in html]
+            data = [
+                [wandb.Html(cell) if i in wrap else cell for i, cell in enumerate(row)]
+                for row in rows
+            ]
+            self.run.log({key: wandb.Table(columns=columns, data=data)})
 
         self._call("log_table", log)
 
