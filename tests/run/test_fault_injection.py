@@ -34,6 +34,8 @@ _DRIVER = textwrap.dedent(
             compute()
             if point == f"during:{stage}":  # outputs written, one half-written, not recorded
                 path = self.run_dir / list(names)[-1]
+                if path.is_dir():  # a stage folder: half-write its first file
+                    path = sorted(p for p in path.rglob("*") if p.is_file())[0]
                 path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
                 die()
 
@@ -63,18 +65,25 @@ _DRIVER = textwrap.dedent(
     """
 )
 
-# (where the run is killed, the stages finished by then)
-_POINTS = [
-    ("mid:collect", []),
-    ("during:collect", []),
-    ("before:score", ["collect"]),
-    ("during:score", ["collect"]),
-    ("before:select", ["collect", "score"]),
-    ("during:select", ["collect", "score"]),
-    ("before:ablate", ["collect", "score", "select"]),
-    ("during:ablate", ["collect", "score", "select"]),
-    ("before:report", ["collect", "score", "select", "ablate"]),
-]
+
+# (where the run is killed, the stages finished by then): before and during every stage the
+# config runs, in the declared order, then before the report
+def _points() -> list[tuple[str, list[str]]]:
+    from mlinguality.run.config import RunConfig
+    from mlinguality.run.stages import enabled_stages
+
+    names = [
+        stage.name
+        for stage in enabled_stages(RunConfig.from_dict({"steering": {"enabled": False}}))
+    ]
+    points = [("mid:collect", [])]
+    for index, name in enumerate(names):
+        points += [(f"before:{name}", names[:index]), (f"during:{name}", names[:index])]
+    points.remove(("before:collect", []))
+    return [*points, ("before:report", names)]
+
+
+_POINTS = _points()
 
 
 def test_sigkill_at_every_stage_boundary_and_mid_stage_resumes_to_identical_csvs(tmp_path):
