@@ -2,7 +2,10 @@
 
 Everything here reads the files the earlier stages wrote (never their in-memory objects), so a
 report can be rebuilt from any finished run folder: ``write_report(config, run_dir, ...)``. The
-numbers are :mod:`mlinguality.run.summary`'s; each section of ``report.md`` is one function.
+numbers and the verdicts on the claims are :mod:`mlinguality.run.summary`'s; each section of
+``report.md`` is one function, composed in :func:`write_report`: the header, the headline (a
+verdict per claim, a one-line conclusion, the evidence), the slot for "What the neurons are",
+then the tables and plots.
 """
 
 from __future__ import annotations
@@ -16,8 +19,18 @@ from typing import Any
 
 import pandas as pd
 
+from mlinguality.ablation.matrix import ACTIVITY_ROW, RANDOM_ROW
+from mlinguality.ablation.outputs import CONTROL_LABELS
 from mlinguality.run.config import RunConfig
-from mlinguality.run.summary import build_summary, read_output
+from mlinguality.run.summary import FDR_Q, build_summary, conclusion, read_output
+from mlinguality.selectivity.plots import FLOOR_LABEL
+
+# One name per control, everywhere in report.md; the plots use the same constants.
+FLOOR = FLOOR_LABEL  # two translations of one language
+COUNT_MATCHED = CONTROL_LABELS[RANDOM_ROW]  # random, same count per layer
+ACTIVITY_MATCHED = CONTROL_LABELS[ACTIVITY_ROW]  # random, same count per layer and firing-rate bin
+# Scores of neuron rankings: two translations of one language show their U too (docs/results.md).
+RANKING_METRICS = ("topk", "rank_corr")
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +123,8 @@ def write_report(
     lines = [
         *_header(config, files, summary),
         *_headline(config, files, summary),
-        *_u_shape_table(config, files),
+        *_what_the_neurons_are(config, files),  # reserved, empty for now
+        *_u_shape_table(config, files, summary),
         *_profile_section(config, files),
         *_neurons_section(config, files),
         *_overlap_section(config, files),
@@ -162,39 +176,54 @@ def _header(config: RunConfig, files: RunFiles, summary: dict) -> list[str]:
 
 
 def _headline(config: RunConfig, files: RunFiles, summary: dict) -> list[str]:
-    """The headline bullets."""
-    sel, ablation = summary["selectivity"], files.ablation
+    """The verdict on each claim, a one-line conclusion, then the evidence."""
+    found = summary["verdicts"]
+    lines: list[str] = ["", "## Headline", "", "Verdicts:", ""]
+    lines += [
+        f"- {entry['claim']}: **{entry['verdict']}** — {entry['reason']}."
+        for entry in found.values()
+    ]
+    lines += ["", f"**Conclusion:** {conclusion(found)}", "", "Evidence:", ""]
+    lines += _evidence(config, files, summary)
+    return lines
+
+
+def _evidence(config: RunConfig, files: RunFiles, summary: dict) -> list[str]:
+    """The numbers behind each verdict (and the selected neurons), a bullet each."""
+    sel, ablation, found = summary["selectivity"], files.ablation, summary["verdicts"]
     lines: list[str] = []
-    lines += ["", "## Headline", ""]
-    if "u_shape" in sel:
-        lines.append(
-            f"- U-shape statistic (mean score of the first and last quarter of layers over the "
-            f"middle half; > 1 = edges more language-specific), `{sel['headline_metric']}` averaged "
-            f"over pairs: **{_fmt(sel['u_shape'])}** (largest permutation p over pairs: "
-            f"{_fmt(sel['u_shape_max_p'])}); U of the excess over the permutation null (what "
-            f"chance alone gives each layer): {_fmt(sel.get('u_shape_excess'))}."
-        )
-    if "u_over_floor" in sel:
-        lines.append(
-            f"- Against the same-language floor (control pairs "
-            f"{', '.join(config.selectivity.control_pairs or [])}: two translations of one "
-            f"language): U of `{sel['headline_metric']}` minus the floor, averaged over pairs: "
-            f"**{_fmt(sel['u_over_floor'])}**."
-        )
-    if "layers_above_floor" in sel:
-        counts = ", ".join(f"{pair} {n}" for pair, n in sel["layers_above_floor"].items())
-        lines.append(
-            "- Layers where a pair differs more than the same-language control, verse by verse "
-            f"(paired test, BH q < 0.05): {counts}."
-        )
     if "verse_distance_u_over_floor" in sel:
         cells = ", ".join(
             f"{pair} {_fmt(u, '.2f')} [{_fmt(low, '.2f')}, {_fmt(high, '.2f')}]"
             for pair, (u, low, high) in sel["verse_distance_u_over_floor"].items()
         )
         lines.append(
-            "- U of the per-verse distance minus the same-language floor (> 1: the language "
-            f"difference beyond rewording is larger at the edges; bootstrap 95% CI): {cells}."
+            f"- U shape: U of the per-verse distance minus the {FLOOR} (> 1: the language "
+            f"difference beyond rewording is larger at the edges; bootstrap 95% CI): {cells}. "
+            f"Rule: {found['u_shape']['rule']}."
+        )
+    if "layers_above_floor" in sel:
+        n_layers = sel.get("n_layers", "?")
+        counts = ", ".join(
+            f"{pair} {n} of {n_layers}" for pair, n in sel["layers_above_floor"].items()
+        )
+        lines.append(
+            f"- Every layer: layers where a pair's per-verse distance exceeds the {FLOOR}, "
+            f"verse by verse (paired sign-flip test, BH q < {FDR_Q:g}): {counts}. "
+            f"Rule: {found['above_floor']['rule']}."
+        )
+    if ablation is not None:
+        dom = ablation["dominance"]
+        lines.append(
+            f"- Ablation ({ablation['mode']}, positions `{ablation.get('positions', 'all')}`): "
+            f"own-language rise **{_fmt(dom['own_rise'], '+.4f')}** bits/byte vs "
+            f"cross-language {_fmt(dom['cross_rise'], '+.4f')} (ratio "
+            f"{_fmt(dom['ratio'], '.2f')}); {COUNT_MATCHED} control "
+            f"{_fmt(dom['random_rise'], '+.4f')}, {ACTIVITY_MATCHED} control "
+            f"{_fmt(dom.get('random_activity_rise'), '+.4f')}; own minus {ACTIVITY_MATCHED}: "
+            f"**{_fmt(dom.get('own_minus_random_activity'), '+.4f')}**; own set most harmful "
+            f"for {dom['n_diagonal_max']}/{dom['n_langs']} languages. "
+            f"Rule: {found['ablation']['rule']}."
         )
     if "n_selected" in sel:
         counts = ", ".join(f"{lang} {n}" for lang, n in sel["n_selected"].items())
@@ -202,63 +231,104 @@ def _headline(config: RunConfig, files: RunFiles, summary: dict) -> list[str]:
             f"- Language-specific neurons (`{config.selectivity.select_metric}`, top rate "
             f"{config.selectivity.top_rate}): {counts}."
         )
-    if ablation is not None:
-        dom = ablation["dominance"]
-        lines.append(
-            f"- Ablation ({ablation['mode']}): own-language rise **{_fmt(dom['own_rise'], '+.4f')}** "
-            f"bits/byte vs cross-language {_fmt(dom['cross_rise'], '+.4f')} (ratio "
-            f"{_fmt(dom['ratio'], '.2f')}); count-matched random control "
-            f"{_fmt(dom['random_rise'], '+.4f')}, activity-matched random control "
-            f"{_fmt(dom.get('random_activity_rise'), '+.4f')} (own minus activity-matched: "
-            f"**{_fmt(dom.get('own_minus_random_activity'), '+.4f')}**); own set most harmful "
-            f"for {dom['n_diagonal_max']}/{dom['n_langs']} languages. Positions ablated: "
-            f"`{ablation.get('positions', 'all')}`."
-        )
     return lines
 
 
-def _u_shape_table(config: RunConfig, files: RunFiles) -> list[str]:
-    """The U-shape statistic of every metric and pair."""
-    u_shape = files.u_shape
+def _what_the_neurons_are(config: RunConfig, files: RunFiles) -> list[str]:
+    """Reserved: the "What the neurons are" section (what the selected neurons read and write,
+    neuron dashboards) goes here, right after the headline. Not built yet: no lines."""
+    return []
+
+
+def _u_shape_table(config: RunConfig, files: RunFiles, summary: dict) -> list[str]:
+    """The U-shape statistic of every metric and pair, led by the first metric's mean U."""
+    u_shape, sel = files.u_shape, summary["selectivity"]
     lines: list[str] = []
-    if u_shape is not None and len(u_shape):
-        lines += ["", "### U-shape by metric and pair", ""]
+    if u_shape is None or not len(u_shape):
+        return lines
+    lines += ["", "### U-shape by metric and pair", ""]
+    if "u_shape" in sel:
+        metric = sel["headline_metric"]
+        floor = _floor_u(u_shape, metric)
         lines += [
-            "U = mean score of the first and last quarter of layers / mean of the middle half "
-            "(first, last: each quarter alone); excess U: the same on score minus its "
-            "permutation-null mean; p: share of permutations with a U at least as large.",
+            f"`{metric}` (the first metric), averaged over pairs: U {_fmt(sel['u_shape'])} "
+            f"(largest permutation p over pairs {_fmt(sel['u_shape_max_p'])})"
+            + (f", U over the {FLOOR} {_fmt(sel['u_over_floor'])}" if "u_over_floor" in sel else "")
+            + ". "
+            + (
+                "Not evidence about language by itself: a U of neuron-ranking scores is a "
+                "property of the layers that two translations of one language share"
+                + (f" (the {FLOOR}'s own U here: {floor})" if floor else "")
+                + ", and the permutation null has a U of its own (docs/results.md). "
+                if metric in RANKING_METRICS
+                else ""
+            )
+            + f"The verdict on the U shape rests on the per-verse distance over the {FLOOR} "
+            "(Headline).",
             "",
         ]
-        lines += _table(
+    lines += [
+        "U = mean score of the first and last quarter of layers / mean of the middle half "
+        "(first, last: each quarter alone); null mean U: the mean U of the permuted profiles; "
+        "p: share of permutations with a U at least as large; q: its BH q-value. Excess U: U "
+        "of (score minus its permutation-null mean, per layer), the shape left once the shape "
+        "chance gives each layer is removed. It is a ratio of the edges' mean excess to the "
+        "middle's, so it is shown only where both are above 0; where the null mean exceeds "
+        "the score at the edges or in the middle (e.g. LAPE, whose relabelled-data null is not "
+        "centred on the data) the ratio is no shape and the cell reads `dropped`. U over "
+        f"floor: U of (score minus the {FLOOR}'s score, per layer).",
+        "",
+    ]
+    meaningful = _excess_is_a_shape(files.profile)
+    lines += _table(
+        ["metric", "pair", "U", "first", "last", "null mean U", "excess U", "p", "q"]
+        + ["U over floor"],
+        [
             [
-                "metric",
-                "pair",
-                "U",
-                "first",
-                "last",
-                "null mean U",
-                "excess U",
-                "p",
-                "q",
-                "U over floor",
-            ],
-            [
-                [
-                    r.metric,
-                    r.pair + (" (control)" if getattr(r, "control", False) else ""),
-                    _fmt(r.u),
-                    _fmt(getattr(r, "u_first", None)),
-                    _fmt(getattr(r, "u_last", None)),
-                    _fmt(r.null_u_mean),
-                    _fmt(getattr(r, "u_excess", None)),
-                    _fmt(r.p_value),
-                    _fmt(getattr(r, "q_value", None)),
-                    _fmt(getattr(r, "u_over_floor", None)),
-                ]
-                for r in u_shape.itertuples()
-            ],
-        )
+                r.metric,
+                r.pair + (f" ({FLOOR})" if getattr(r, "control", False) else ""),
+                _fmt(r.u),
+                _fmt(getattr(r, "u_first", None)),
+                _fmt(getattr(r, "u_last", None)),
+                _fmt(r.null_u_mean),
+                _fmt(getattr(r, "u_excess", None))
+                if meaningful.get((r.metric, r.pair), True)
+                else "dropped",
+                _fmt(r.p_value),
+                _fmt(getattr(r, "q_value", None)),
+                _fmt(getattr(r, "u_over_floor", None)),
+            ]
+            for r in u_shape.itertuples()
+        ],
+    )
     return lines
+
+
+def _floor_u(u_shape: pd.DataFrame, metric: str) -> str:
+    """The U of ``metric`` on the same-language floor's pairs, e.g. ``"en-en:WEB 1.16"``."""
+    if "control" not in u_shape:
+        return ""
+    rows = u_shape[u_shape["control"].astype(bool) & (u_shape["metric"] == metric)]
+    return ", ".join(f"{r.pair} {_fmt(r.u)}" for r in rows.itertuples() if math.isfinite(r.u))
+
+
+def _excess_is_a_shape(profile: pd.DataFrame | None) -> dict[tuple[str, str], bool]:
+    """Per (metric, pair): is the mean of score minus null mean positive both over the edge
+    layers and over the middle half (the two terms of the excess U)?"""
+    from mlinguality.selectivity.u_shape import u_shape_layers
+
+    if profile is None or not len(profile) or "null_mean" not in profile:
+        return {}
+    edges, middle = u_shape_layers(int(profile["layer"].max()) + 1)
+    out = {}
+    for (metric, pair), group in profile.groupby(["metric", "pair"], sort=False):
+        excess = (group["value"] - group["null_mean"]).groupby(group["layer"]).mean()
+        if excess.isna().all():
+            continue
+        out[(str(metric), str(pair))] = bool(
+            excess.reindex(edges).mean() > 0 and excess.reindex(middle).mean() > 0
+        )
+    return out
 
 
 def _profile_section(config: RunConfig, files: RunFiles) -> list[str]:
@@ -274,11 +344,12 @@ def _profile_section(config: RunConfig, files: RunFiles) -> list[str]:
         wide = pairs.groupby(["layer", "metric"], sort=False)["value"].mean().unstack("metric")
         if "control" in profile and profile["control"].any():
             floor = profile[is_control].groupby(["layer", "metric"], sort=False)["value"].mean()
-            floor = floor.unstack("metric").add_suffix(" floor")
+            floor = floor.unstack("metric").add_suffix(f" ({FLOOR})")
             wide = wide.join(floor)[sorted([*wide.columns, *floor.columns])]
             lines.append(
-                "Score per layer (mean over pairs); `floor`: the same-language control pairs "
-                "(two translations of one language), the level each pair must rise above:"
+                f"Score per layer (mean over pairs); columns marked `({FLOOR})`: the pairs of "
+                "two translations of one language (`selectivity.control_pairs`), the level each "
+                "pair must rise above:"
             )
         else:
             lines.append("Score per layer (mean over pairs):")
@@ -346,8 +417,11 @@ def _ablation_section(config: RunConfig, files: RunFiles) -> list[str]:
         lines += ["![ablation heatmap](ablation.png)", ""]
         langs = ablation["langs"]
         lines.append(
-            "Rows: whose neurons were ablated (`random`: matched random sets); columns: evaluated "
-            "language. Baseline bits per byte: "
+            f"Rows: whose neurons were ablated (count), then the {COUNT_MATCHED} control (the "
+            f"same number of neurons per layer, drawn at random) and the {ACTIVITY_MATCHED} "
+            "control (the same count per layer, drawn within firing-rate bins), each evaluated "
+            "on the language it is matched to; columns: evaluated language. Baseline bits per "
+            "byte: "
             + ", ".join(
                 f"{lang} {_fmt(ablation['baseline_bits_per_byte'][lang])}" for lang in langs
             )
@@ -358,7 +432,7 @@ def _ablation_section(config: RunConfig, files: RunFiles) -> list[str]:
             ["ablated \\ evaluated", *langs],
             [
                 [
-                    f"{row} ({ablation['n_neurons'].get(row, 'matched')})",
+                    CONTROL_LABELS.get(row) or f"{row} ({ablation['n_neurons'].get(row, '?')})",
                     *(_fmt(v, "+.4f") for v in cells),
                 ]
                 for row, cells in zip(

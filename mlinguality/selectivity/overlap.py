@@ -155,7 +155,12 @@ def cluster_languages(table: pd.DataFrame, band: str) -> tuple[list[str], str]:
 def plot_language_overlap(
     table: pd.DataFrame, path: str | Path, value: str = "correlation"
 ) -> Path:
-    """One heatmap per layer band, languages in dendrogram order, with the dendrogram above."""
+    """One heatmap per layer band, languages in dendrogram order, with the dendrogram above.
+
+    The dendrogram (average linkage on ``1 - correlation``) has its leaves labelled with the
+    language codes and sits exactly above the heatmap's columns (same width, one leaf per
+    column); its y axis is the linkage distance.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,9 +172,9 @@ def plot_language_overlap(
     fig, axes = plt.subplots(
         2,
         len(bands),
-        figsize=(5.2 * len(bands), 6.8),
+        figsize=(5.2 * len(bands), 7.2),
         squeeze=False,
-        gridspec_kw={"height_ratios": [1, 3.2]},
+        gridspec_kw={"height_ratios": [1.2, 3.2]},
         constrained_layout=True,
     )
     for column, band in enumerate(bands):
@@ -181,18 +186,30 @@ def plot_language_overlap(
             distance = (1 - _square(table, band, "correlation").to_numpy()).clip(min=0)
             np.fill_diagonal(distance, 0)
             tree = linkage(squareform((distance + distance.T) / 2, checks=False), "average")
-            leaves = dendrogram(tree, ax=top, labels=langs, color_threshold=0, no_labels=True)
-            order = [langs[i] for i in leaves["leaves"]]
-        top.axis("off")
+            leaves = dendrogram(
+                tree, ax=top, labels=langs, color_threshold=0, leaf_font_size=7, leaf_rotation=90
+            )
+            order = list(leaves["ivl"])
+            # scipy puts leaf i at x = 10 i + 5: this limit lines the leaves up with the columns
+            top.set_xlim(0, 10 * len(order))
+            top.set_ylabel("distance (1 - correlation)", fontsize=7)
+            top.tick_params(axis="y", labelsize=7)
+            top.spines[["top", "right"]].set_visible(False)
+        else:
+            top.axis("off")
         data = square.loc[order, order].to_numpy()
         off = data[~np.eye(len(order), dtype=bool)]
         limit = float(np.abs(off).max()) if off.size and np.isfinite(off).any() else 1.0
-        image = ax.imshow(data, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        image = ax.imshow(data, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
         ax.set_xticks(range(len(order)), order, rotation=90, fontsize=7)
         ax.set_yticks(range(len(order)), order, fontsize=7)
+        ax.set_xlabel("language", fontsize=7)
+        ax.set_ylabel("language", fontsize=7)
         layers = table[table["band"] == band]["layers"].iloc[0]
-        ax.set_title(f"{band} layers ({layers}): {value}", fontsize=9)
-        fig.colorbar(image, ax=ax, shrink=0.7)
+        top.set_title(f"{band} layers ({layers}): average linkage on 1 - correlation", fontsize=9)
+        ax.set_title(f"{value} of the firing excess", fontsize=9)
+        # one colour bar for the column, so the dendrogram and the heatmap keep one width
+        fig.colorbar(image, ax=[top, ax], shrink=0.6, location="right", label=value)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

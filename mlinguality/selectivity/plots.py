@@ -6,8 +6,8 @@ analytic chance level where there is one (top-k overlap), the edge quarters that
 statistic compares with the middle half shaded, and each line labelled at its right end with
 the pair, its U and p-value, so no legend is needed. Filled markers: layer q < ``alpha``
 (Benjamini-Hochberg; p where there are no q-values). Same-language control pairs (two
-translations of one language) are drawn in black, dash-dotted: the floor the other lines must
-rise above.
+translations of one language) are drawn in black, dash-dotted: the same-language floor the
+other lines must rise above. Every panel's y axis names its score (:data:`AXIS_LABELS`).
 """
 
 from __future__ import annotations
@@ -15,19 +15,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
+from mlinguality.errors import MlingualityError
+from mlinguality.selectivity.profile import SelectivityProfile
+from mlinguality.selectivity.u_shape import u_shape_layers
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-from mlinguality.errors import MlingualityError  # noqa: E402
-from mlinguality.selectivity.profile import SelectivityProfile  # noqa: E402
-from mlinguality.selectivity.u_shape import u_shape_layers  # noqa: E402
+# The name of the same-language control (two translations of one language) in plots and reports.
+FLOOR_LABEL = "same-language floor"
 
 METRIC_LABELS = {
     "mean_diff": "mean |mean_A - mean_B| (per-example means)",
@@ -38,8 +39,30 @@ METRIC_LABELS = {
     "rank_corr": "1 - Spearman rho of neuron ranks",
     "lape": "share of neurons selected by LAPE",
     "concentration": "1 - activation flatness (normalised entropy)",
-    "verse_distance": "mean |x_A - x_B| / sd per verse (p: above the same-language floor)",
+    "verse_distance": f"mean |x_A - x_B| / sd per verse (p: above the {FLOOR_LABEL})",
 }
+# The y axis of each metric's panel (larger = more language-specific, except where noted).
+AXIS_LABELS = {
+    "mean_diff": "mean |mean_A - mean_B|",
+    "cohens_d": "mean |d|",
+    "prob_diff": "mean |P_A - P_B|",
+    "auroc": "mean |2 AUROC - 1|",
+    "topk": "1 - IoU",
+    "rank_corr": "1 - Spearman rho",
+    "lape": "share of neurons",
+    "concentration": "1 - flatness",
+    "verse_distance": "distance / sd",
+}
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed), imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _u_label(u_rows: pd.DataFrame, metric: str, pair: str) -> str:
@@ -69,7 +92,7 @@ def draw_layer_profile(
         ax.axvspan(layer - 0.5, layer + 0.5, color="0.93", zorder=0, lw=0)
     labels: list[str] = []
     ends: list[tuple[float, str, Any]] = []
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = _pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
     is_control = rows["control"] if "control" in rows else pd.Series(False, index=rows.index)
     controls = set(rows.pair[is_control.astype(bool)])
     for i, (pair, group) in enumerate(rows.groupby("pair", sort=False)):
@@ -93,17 +116,26 @@ def draw_layer_profile(
             s=14,
             zorder=4,
         )
-        label = _u_label(profile.u_shape, metric, str(pair))
-        label = f"{label} (same-language floor)" if control else label
+        label = _u_label(profile.u_shape, metric, str(pair))  # the floor: black, see caption
         ends.append((float(group.value.iloc[-1]), label, colour))
         labels.append(label)
     chance = rows.chance.dropna()
     if not chance.empty:
         ax.axhline(float(chance.iloc[0]), color="0.4", lw=0.9, ls=":")
-        ax.annotate("random sets", (0, float(chance.iloc[0])), fontsize=7, color="0.4", va="bottom")
+        ax.annotate(
+            "chance: random top-k sets",
+            (0, float(chance.iloc[0])),
+            fontsize=7,
+            color="0.4",
+            va="bottom",
+        )
     ax.set_xlim(-0.5, n_layers - 0.5)
     _label_line_ends(ax, ends, n_layers - 1)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
     ax.set_xlabel("layer")
+    ax.set_ylabel(AXIS_LABELS.get(metric, metric))
     ax.set_title(METRIC_LABELS.get(metric, metric), fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     return labels
@@ -144,6 +176,7 @@ def plot_layer_profile(
     alpha: float = 0.05,
 ) -> Path:
     """One metric's per-layer profile as a PNG at ``path``."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4))
     try:
         draw_layer_profile(ax, profile, metric, alpha)
@@ -164,32 +197,41 @@ def plot_profile_grid(
     metrics = list(dict.fromkeys(profile.layers.metric)) if metrics is None else list(metrics)
     cols = 2
     rows = math.ceil(len(metrics) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(13, 3.3 * rows), squeeze=False)
+    plt = _pyplot()
+    fig, axes = plt.subplots(rows, cols, figsize=(14, 3.3 * rows), squeeze=False)
     try:
         for ax, metric in zip(axes.flat, metrics, strict=False):
             draw_layer_profile(ax, profile, metric, alpha)
         for ax in list(axes.flat)[len(metrics) :]:
             ax.set_visible(False)
         _caption(fig, title, alpha)
+        fig.subplots_adjust(wspace=0.9)  # room for the left column's line-end labels
         return _save(fig, path)
     finally:
         plt.close(fig)
 
 
-def _caption(fig: plt.Figure, title: str | None, alpha: float) -> None:
+def _caption(fig: Figure, title: str | None, alpha: float) -> None:
     note = (
         f"band: 95% bootstrap CI; dashed: permutation-null mean; filled marker: q < {alpha} "
-        "(BH); black dash-dot: same-language control; grey columns: edge quarters of U"
+        f"(BH)\nblack dash-dot: {FLOOR_LABEL}; grey columns: edge quarters of U"
     )
     fig.suptitle(f"{title}\n{note}" if title else note, fontsize=8)
     fig.tight_layout(rect=(0, 0, 0.93, 1))
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
     return path
 
 
-__all__ = ["METRIC_LABELS", "draw_layer_profile", "plot_layer_profile", "plot_profile_grid"]
+__all__ = [
+    "AXIS_LABELS",
+    "FLOOR_LABEL",
+    "METRIC_LABELS",
+    "draw_layer_profile",
+    "plot_layer_profile",
+    "plot_profile_grid",
+]

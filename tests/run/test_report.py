@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import shutil
 
 import pandas as pd
 import pytest
 
+from mlinguality.ablation.outputs import CONTROL_LABELS
 from mlinguality.run.report import RunFiles, markdown_table, write_report
 from mlinguality.run.runner import run_experiment
+from mlinguality.run.summary import (
+    DIAGONAL_MAJORITY,
+    MIN_ABLATION_EXCESS,
+    MIXED,
+    NOT_SUPPORTED,
+    NOT_TESTED,
+    SUPPORTED,
+    ablation_verdict,
+    conclusion,
+    floor_verdict,
+    u_shape_verdict,
+    verdicts,
+    wandb_payload,
+)
 from tests.run.test_runner import LANGS, _config, _write_corpus
 
 
@@ -37,7 +54,12 @@ def test_ablation_table_is_the_json_delta(run):
     _, run_dir = run
     record = json.loads((run_dir / "ablation.json").read_text())
     rows = _table((run_dir / "report.md").read_text(), "## Ablation: change in bits per byte")
-    assert [row[0].split(" (")[0] for row in rows] == record["rows"]
+    expected = [
+        CONTROL_LABELS.get(row) or f"{row} ({record['n_neurons'].get(row, '?')})"
+        for row in record["rows"]
+    ]
+    assert [row[0] for row in rows] == expected
+    assert expected[-2:] == ["count-matched random", "activity-matched random"]
     for row, cells in zip(rows, record["delta_bits_per_byte"], strict=True):
         assert row[1:] == ["n/a" if v is None else format(v, "+.4f") for v in cells]
 
@@ -53,7 +75,7 @@ def test_neuron_counts_are_the_selectivity_csv(run):
             for lang in config.corpus.langs
         ]
         assert [int(cell) for cell in row[1:]] == expected
-    headline = (run_dir / "report.md").read_text().split("## Headline", 1)[1]
+    headline = _section((run_dir / "report.md").read_text(), "## Headline")
     for lang in LANGS:
         total = int(chosen[chosen["lang"] == lang]["n_selected"].sum())
         assert f"{lang} {total}" in headline
@@ -70,20 +92,246 @@ def test_profile_table_is_the_mean_over_pairs(run):
     for row in rows:
         layer = int(row[0])
         for name, cell in zip(names, row[1:], strict=True):
-            if name.endswith(" floor"):
+            if name.endswith(" (same-language floor)"):
                 continue
             mean = pairs[(pairs["layer"] == layer) & (pairs["metric"] == name)]["value"].mean()
             assert cell == format(mean, ".3f"), (layer, name)
 
 
-def test_u_shape_headline_is_the_csv_mean(run):
+def test_first_metric_u_leads_the_u_shape_section_not_the_headline(run):
     config, run_dir = run
     u_shape = pd.read_csv(run_dir / "u_shape.csv")
     first = config.selectivity.metrics[0]
     rows = u_shape[(u_shape["metric"] == first) & ~u_shape["control"].astype(bool)]
-    headline = (run_dir / "report.md").read_text().split("## Headline", 1)[1]
-    assert f"**{rows['u'].mean():.3f}**" in headline
-    assert f"largest permutation p over pairs: {rows['p_value'].max():.3f}" in headline
+    report = (run_dir / "report.md").read_text()
+    lead = _section(report, "### U-shape by metric and pair").strip().split("\n\n")[0]
+    assert lead.startswith(f"`{first}` (the first metric), averaged over pairs: U ")
+    assert f"U {rows['u'].mean():.3f} " in lead
+    assert f"largest permutation p over pairs {rows['p_value'].max():.3f}" in lead
+    assert "Not evidence about language by itself" in lead  # topk ranks neurons
+    assert f"U {rows['u'].mean():.3f}" not in _section(report, "## Headline")
+
+
+def _section(report: str, heading: str) -> str:
+    """The text from ``heading`` up to the next heading of any level."""
+    body = report.split(heading + "\n", 1)[1]
+    return re.split(r"^#+ ", body, maxsplit=1, flags=re.M)[0]
+
+
+def test_headline_is_the_verdicts_then_a_conclusion_then_the_evidence(run):
+    _, run_dir = run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    found = summary["verdicts"]
+    assert list(found) == ["u_shape", "above_floor", "ablation"]
+    # the verdicts in summary.json are those the rules give on the summary's own numbers
+    assert {k: v["verdict"] for k, v in found.items()} == {
+        k: v.verdict for k, v in verdicts(summary).items()
+    }
+    headline = _section((run_dir / "report.md").read_text(), "## Headline")
+    blocks = headline.strip().split("\n\n")
+    assert blocks[0] == "Verdicts:"
+    assert blocks[1].splitlines() == [
+        f"- {v['claim']}: **{v['verdict']}** — {v['reason']}." for v in found.values()
+    ]
+    assert blocks[2] == f"**Conclusion:** {conclusion(found)}"
+    assert "\n" not in blocks[2]  # one line
+    assert blocks[3] == "Evidence:"
+    # the W&B mirror logs each verdict beside the numbers
+    flat = wandb_payload(run_dir, summary)["summary"]
+    assert {key: flat[f"verdicts/{key}"] for key in found} == {
+        key: entry["verdict"] for key, entry in found.items()
+    }
+    evidence = blocks[4].splitlines()
+    assert [line.split(":", 1)[0] for line in evidence[:3]] == [
+        "- U shape",
+        "- Every layer",
+        f"- Ablation ({json.loads((run_dir / 'ablation.json').read_text())['mode']}, positions "
+        "`skip_first`)",
+    ]
+    for line, entry in zip(evidence, found.values(), strict=False):
+        assert line.endswith(f"Rule: {entry['rule']}.")
+
+
+def test_evidence_numbers_are_the_files(run):
+    _, run_dir = run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    u_shape = pd.read_csv(run_dir / "u_shape.csv")
+    profile = pd.read_csv(run_dir / "layer_profile.csv")
+    dominance = json.loads((run_dir / "ablation.json").read_text())["dominance"]
+    evidence = _section((run_dir / "report.md").read_text(), "## Headline").split("Evidence:")[1]
+    verse = u_shape[(u_shape["metric"] == "verse_distance") & ~u_shape["control"].astype(bool)]
+    for row in verse.itertuples():
+        cell = (
+            f"{row.pair} {row.u_over_floor:.2f} "
+            f"[{row.u_over_floor_ci_low:.2f}, {row.u_over_floor_ci_high:.2f}]"
+        )
+        assert cell in evidence
+    distance = profile[(profile["metric"] == "verse_distance") & ~profile["control"]]
+    n_layers = profile["layer"].nunique()
+    assert summary["selectivity"]["n_layers"] == n_layers
+    for pair, group in distance.groupby("pair"):
+        assert f"{pair} {int((group['q_value'] < 0.05).sum())} of {n_layers}" in evidence
+    assert (
+        f"own minus activity-matched random: **{dominance['own_minus_random_activity']:+.4f}**"
+        in (evidence)
+    )
+    assert f"count-matched random control {dominance['random_rise']:+.4f}" in evidence
+
+
+# --- the verdict rules, on hand-made numbers ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cells", "expected", "k"),
+    [
+        ({"en-fr": [1.9, 1.8, 2.0], "en-ru": [1.5, 1.01, 1.9]}, SUPPORTED, 2),
+        ({"en-fr": [1.9, 1.8, 2.0], "en-ru": [1.1, 0.95, 1.3]}, MIXED, 1),
+        ({"en-fr": [1.1, 0.9, 1.3], "en-ru": [0.8, 0.7, 0.9]}, NOT_SUPPORTED, 0),
+        ({"en-fr": [1.2, 1.0, 1.4]}, NOT_SUPPORTED, 0),  # touching 1 is not above it
+    ],
+)
+def test_u_shape_rule(cells, expected, k):
+    verdict = u_shape_verdict(cells)
+    assert verdict.verdict == expected
+    assert f"lies above 1 for {k} of {len(cells)} pairs" in verdict.reason
+    if any(high < 1 for _, _, high in cells.values()):
+        assert "(below 1, the inverse shape, for 1)" in verdict.reason
+
+
+def test_u_shape_rule_without_numbers_or_intervals_is_not_tested():
+    assert u_shape_verdict(None).verdict == NOT_TESTED
+    no_ci = u_shape_verdict({"en-fr": [1.5, None, None]})
+    assert no_ci.verdict == NOT_TESTED and "n_bootstrap" in no_ci.reason
+    # a pair without an interval is left out of the count, and said so
+    partial = u_shape_verdict({"en-fr": [1.5, 1.2, 1.8], "en-ru": [1.4, math.nan, math.nan]})
+    assert partial.verdict == SUPPORTED and "1 of 1 pairs; 1 pairs have no CI" in partial.reason
+
+
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [
+        ({"en-fr": 18, "en-ru": 18}, SUPPORTED),
+        ({"en-fr": 18, "en-ru": 17}, MIXED),
+        ({"en-fr": 0, "en-ru": 3}, MIXED),
+        ({"en-fr": 0, "en-ru": 0}, NOT_SUPPORTED),
+    ],
+)
+def test_above_floor_rule(counts, expected):
+    verdict = floor_verdict(counts, 18)
+    assert verdict.verdict == expected
+    assert f"in {sum(counts.values())} of 36 (pair, layer) cells" in verdict.reason
+    assert floor_verdict(None, 18).verdict == NOT_TESTED
+    assert floor_verdict(counts, None).verdict == NOT_TESTED
+
+
+def _ablation(excess: float | None, n_diagonal: int, n_langs: int = 5, count: float = 0.3):
+    return {
+        "own_minus_random_activity": excess,
+        "own_minus_random": count,
+        "n_diagonal_max": n_diagonal,
+        "n_langs": n_langs,
+    }
+
+
+@pytest.mark.parametrize(
+    ("excess", "n_diagonal", "expected"),
+    [
+        (0.514, 3, SUPPORTED),  # the Gemma main job (docs/results.md)
+        (0.514, 2, MIXED),  # above random, but the diagonal wins for only 2 of 5
+        (0.0004, 5, MIXED),  # the diagonal wins, but no more than random sets do
+        (0.0004, 0, NOT_SUPPORTED),  # the tiny model
+        (-0.1, 1, NOT_SUPPORTED),
+        (MIN_ABLATION_EXCESS, 3, MIXED),  # the threshold itself is not above it
+    ],
+)
+def test_ablation_rule(excess, n_diagonal, expected):
+    verdict = ablation_verdict(_ablation(excess, n_diagonal))
+    assert verdict.verdict == expected
+    assert verdict.reason == (
+        f"own minus activity-matched random {excess:+.4f} bits/byte; own set most harmful for "
+        f"{n_diagonal}/5 languages"
+    )
+
+
+def test_ablation_rule_majority_is_strict_and_falls_back_to_count_matched():
+    half = int(DIAGONAL_MAJORITY * 4)
+    assert ablation_verdict(_ablation(0.5, half, n_langs=4)).verdict == MIXED
+    assert ablation_verdict(_ablation(0.5, half + 1, n_langs=4)).verdict == SUPPORTED
+    fallback = ablation_verdict(_ablation(math.nan, 3, count=0.3))
+    assert fallback.verdict == SUPPORTED
+    assert fallback.reason.startswith("own minus count-matched random +0.3000")
+    assert "count-matched random" in fallback.rule and "activity" not in fallback.rule
+    assert ablation_verdict(None).verdict == NOT_TESTED
+    assert ablation_verdict(_ablation(0.5, 0, n_langs=0)).verdict == NOT_TESTED
+
+
+def test_verdicts_read_the_summary_namespaces():
+    summary = {
+        "selectivity": {
+            "verse_distance_u_over_floor": {"en-fr": [1.9, 1.8, 2.0]},
+            "layers_above_floor": {"en-fr": 17},
+            "n_layers": 18,
+        },
+        "ablation": _ablation(0.0004, 0),
+    }
+    found = verdicts(summary)
+    assert [v.verdict for v in found.values()] == [SUPPORTED, MIXED, NOT_SUPPORTED]
+    text = conclusion({k: {"conclusion": v.conclusion} for k, v in found.items()})
+    assert text == (
+        "The language part of the per-verse distance (over the same-language floor) is "
+        "U-shaped for every pair; 17 of 18 (pair, layer) cells separate the languages more "
+        "than two translations of one language; ablating a language's neurons hurts that "
+        "language no more than 0.02 bits/byte beyond activity-matched random neurons, and its "
+        "set is the most harmful for 0 of 5 languages."
+    )
+    assert [v.verdict for v in verdicts({}).values()] == [NOT_TESTED] * 3
+
+
+# --- one name per control -------------------------------------------------------------------
+
+
+def test_each_control_has_one_name_in_the_report(run):
+    _, run_dir = run
+    report = (run_dir / "report.md").read_text()
+    for synonym in (
+        "random (matched)",
+        "random (count)",
+        "random (activity)",
+        "random_activity",
+        "same-language control",
+        "matched random sets",
+    ):
+        assert synonym not in report, synonym
+    # "count-matched" and "activity-matched" only ever as "... random"
+    assert re.findall(r"(count|activity)-matched(?! random)", report) == []
+    assert re.findall(r"(?<![-\w])matched random", report) == []
+    # "floor" only as the same-language floor or in the statistic "U over floor"
+    rest = report.replace("same-language floor", "").replace("U over floor", "")
+    assert "floor" not in rest.lower()
+    assert report.count("count-matched random") >= 2  # headline and ablation table
+    assert report.count("activity-matched random") >= 3  # verdict, evidence and table
+
+
+def test_excess_u_is_dropped_where_it_is_not_a_shape(run):
+    _, run_dir = run
+    profile = pd.read_csv(run_dir / "layer_profile.csv")
+    u_shape = pd.read_csv(run_dir / "u_shape.csv")
+    report = (run_dir / "report.md").read_text()
+    assert "`dropped`" in _section(report, "### U-shape by metric and pair")  # the caption
+    rows = _table(report, "### U-shape by metric and pair")
+    n_layers = profile["layer"].nunique()
+    edges = [i for i in range(n_layers) if not 0.25 <= (i + 0.5) / n_layers <= 0.75]
+    for cells, row in zip(rows, u_shape.itertuples(), strict=True):
+        group = profile[(profile["metric"] == row.metric) & (profile["pair"] == row.pair)]
+        group = group.sort_values("layer")
+        if group["null_mean"].isna().all():  # no permutations (verse distance): no excess
+            assert cells[6] == "n/a"
+            continue
+        excess = (group["value"] - group["null_mean"]).to_numpy()
+        at_edges = excess[edges].mean()
+        middle = excess[[i for i in range(n_layers) if i not in edges]].mean()
+        shape = at_edges > 0 and middle > 0
+        assert cells[6] == (format(row.u_excess, ".3f") if shape else "dropped"), row
 
 
 def test_a_report_rebuilt_from_the_folder_is_the_same(run, tmp_path):
