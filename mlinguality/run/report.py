@@ -22,7 +22,8 @@ import pandas as pd
 from mlinguality.ablation.matrix import ACTIVITY_ROW, RANDOM_ROW
 from mlinguality.ablation.outputs import CONTROL_LABELS
 from mlinguality.run.config import RunConfig
-from mlinguality.run.summary import FDR_Q, build_summary, conclusion, read_output
+from mlinguality.run.summary import build_summary, read_output
+from mlinguality.run.verdicts import FDR_Q, conclusion
 from mlinguality.selectivity.plots import FLOOR_LABEL
 
 # One name per control, everywhere in report.md; the plots use the same constants.
