@@ -144,7 +144,7 @@ def _markdown_u_table(u_shape) -> str:
 
 
 def _markdown_layer_table(layers, metric: str) -> str:
-    from mlinguality.run.report import markdown_table
+    from mlinguality.run.markdown import markdown_table
 
     wide = layers[layers.metric == metric].pivot(index="layer", columns="pair", values="value")
     return "\n".join(markdown_table(wide.reset_index(), floatfmt=".3f"))

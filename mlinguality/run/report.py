@@ -22,6 +22,8 @@ import pandas as pd
 from mlinguality.ablation.matrix import ACTIVITY_ROW, RANDOM_ROW
 from mlinguality.ablation.outputs import CONTROL_LABELS
 from mlinguality.run.config import RunConfig
+from mlinguality.run.markdown import fmt, table
+from mlinguality.run.neuron_report import neuron_section, write_browser_page
 from mlinguality.run.summary import build_summary, read_output
 from mlinguality.run.verdicts import FDR_Q, conclusion
 from mlinguality.selectivity.plots import FLOOR_LABEL
@@ -91,27 +93,6 @@ def plot_selected(chosen: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-# --- report.md ---------------------------------------------------------------------------------
-
-
-def _fmt(value: Any, spec: str = ".3f") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return format(value, spec) if isinstance(value, (int, float)) else str(value)
-
-
-def markdown_table(frame: pd.DataFrame, floatfmt: str = ".4g") -> list[str]:
-    """A pandas frame as GitHub Markdown table lines (tabulate); NaN and None read ``n/a``."""
-    cells = frame.astype(object).where(frame.notna(), "n/a")
-    return cells.to_markdown(index=False, tablefmt="github", floatfmt=floatfmt).splitlines()
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    """Rows of already formatted cells as Markdown table lines (kept as written)."""
-    frame = pd.DataFrame([[str(cell) for cell in row] for row in rows], columns=header)
-    return frame.to_markdown(index=False, tablefmt="github", disable_numparse=True).splitlines()
-
-
 def write_report(
     config: RunConfig, run_dir: Path, stages: dict, origins: dict, total_s: float
 ) -> dict[str, Any]:
@@ -121,10 +102,11 @@ def write_report(
     files = RunFiles.read(run_dir)
     if config.plots:
         write_plots(config, files)
+    write_browser_page(run_dir)
     lines = [
         *_header(config, files, summary),
         *_headline(config, files, summary),
-        *_what_the_neurons_are(config, files),  # reserved, empty for now
+        *neuron_section(files.run_dir),
         *_u_shape_table(config, files, summary),
         *_profile_section(config, files),
         *_neurons_section(config, files),
@@ -195,7 +177,7 @@ def _evidence(config: RunConfig, files: RunFiles, summary: dict) -> list[str]:
     lines: list[str] = []
     if "verse_distance_u_over_floor" in sel:
         cells = ", ".join(
-            f"{pair} {_fmt(u, '.2f')} [{_fmt(low, '.2f')}, {_fmt(high, '.2f')}]"
+            f"{pair} {fmt(u, '.2f')} [{fmt(low, '.2f')}, {fmt(high, '.2f')}]"
             for pair, (u, low, high) in sel["verse_distance_u_over_floor"].items()
         )
         lines.append(
@@ -217,12 +199,12 @@ def _evidence(config: RunConfig, files: RunFiles, summary: dict) -> list[str]:
         dom = ablation["dominance"]
         lines.append(
             f"- Ablation ({ablation['mode']}, positions `{ablation.get('positions', 'all')}`): "
-            f"own-language rise **{_fmt(dom['own_rise'], '+.4f')}** bits/byte vs "
-            f"cross-language {_fmt(dom['cross_rise'], '+.4f')} (ratio "
-            f"{_fmt(dom['ratio'], '.2f')}); {COUNT_MATCHED} control "
-            f"{_fmt(dom['random_rise'], '+.4f')}, {ACTIVITY_MATCHED} control "
-            f"{_fmt(dom.get('random_activity_rise'), '+.4f')}; own minus {ACTIVITY_MATCHED}: "
-            f"**{_fmt(dom.get('own_minus_random_activity'), '+.4f')}**; own set most harmful "
+            f"own-language rise **{fmt(dom['own_rise'], '+.4f')}** bits/byte vs "
+            f"cross-language {fmt(dom['cross_rise'], '+.4f')} (ratio "
+            f"{fmt(dom['ratio'], '.2f')}); {COUNT_MATCHED} control "
+            f"{fmt(dom['random_rise'], '+.4f')}, {ACTIVITY_MATCHED} control "
+            f"{fmt(dom.get('random_activity_rise'), '+.4f')}; own minus {ACTIVITY_MATCHED}: "
+            f"**{fmt(dom.get('own_minus_random_activity'), '+.4f')}**; own set most harmful "
             f"for {dom['n_diagonal_max']}/{dom['n_langs']} languages. "
             f"Rule: {found['ablation']['rule']}."
         )
@@ -233,12 +215,6 @@ def _evidence(config: RunConfig, files: RunFiles, summary: dict) -> list[str]:
             f"{config.selectivity.top_rate}): {counts}."
         )
     return lines
-
-
-def _what_the_neurons_are(config: RunConfig, files: RunFiles) -> list[str]:
-    """Reserved: the "What the neurons are" section (what the selected neurons read and write,
-    neuron dashboards) goes here, right after the headline. Not built yet: no lines."""
-    return []
 
 
 def _u_shape_table(config: RunConfig, files: RunFiles, summary: dict) -> list[str]:
@@ -252,9 +228,9 @@ def _u_shape_table(config: RunConfig, files: RunFiles, summary: dict) -> list[st
         metric = sel["headline_metric"]
         floor = _floor_u(u_shape, metric)
         lines += [
-            f"`{metric}` (the first metric), averaged over pairs: U {_fmt(sel['u_shape'])} "
-            f"(largest permutation p over pairs {_fmt(sel['u_shape_max_p'])})"
-            + (f", U over the {FLOOR} {_fmt(sel['u_over_floor'])}" if "u_over_floor" in sel else "")
+            f"`{metric}` (the first metric), averaged over pairs: U {fmt(sel['u_shape'])} "
+            f"(largest permutation p over pairs {fmt(sel['u_shape_max_p'])})"
+            + (f", U over the {FLOOR} {fmt(sel['u_over_floor'])}" if "u_over_floor" in sel else "")
             + ". "
             + (
                 "Not evidence about language by itself: a U of neuron-ranking scores is a "
@@ -281,23 +257,23 @@ def _u_shape_table(config: RunConfig, files: RunFiles, summary: dict) -> list[st
         "",
     ]
     meaningful = _excess_is_a_shape(files.profile)
-    lines += _table(
+    lines += table(
         ["metric", "pair", "U", "first", "last", "null mean U", "excess U", "p", "q"]
         + ["U over floor"],
         [
             [
                 r.metric,
                 r.pair + (f" ({FLOOR})" if getattr(r, "control", False) else ""),
-                _fmt(r.u),
-                _fmt(getattr(r, "u_first", None)),
-                _fmt(getattr(r, "u_last", None)),
-                _fmt(r.null_u_mean),
-                _fmt(getattr(r, "u_excess", None))
+                fmt(r.u),
+                fmt(getattr(r, "u_first", None)),
+                fmt(getattr(r, "u_last", None)),
+                fmt(r.null_u_mean),
+                fmt(getattr(r, "u_excess", None))
                 if meaningful.get((r.metric, r.pair), True)
                 else "dropped",
-                _fmt(r.p_value),
-                _fmt(getattr(r, "q_value", None)),
-                _fmt(getattr(r, "u_over_floor", None)),
+                fmt(r.p_value),
+                fmt(getattr(r, "q_value", None)),
+                fmt(getattr(r, "u_over_floor", None)),
             ]
             for r in u_shape.itertuples()
         ],
@@ -310,7 +286,7 @@ def _floor_u(u_shape: pd.DataFrame, metric: str) -> str:
     if "control" not in u_shape:
         return ""
     rows = u_shape[u_shape["control"].astype(bool) & (u_shape["metric"] == metric)]
-    return ", ".join(f"{r.pair} {_fmt(r.u)}" for r in rows.itertuples() if math.isfinite(r.u))
+    return ", ".join(f"{r.pair} {fmt(r.u)}" for r in rows.itertuples() if math.isfinite(r.u))
 
 
 def _excess_is_a_shape(profile: pd.DataFrame | None) -> dict[tuple[str, str], bool]:
@@ -355,10 +331,10 @@ def _profile_section(config: RunConfig, files: RunFiles) -> list[str]:
         else:
             lines.append("Score per layer (mean over pairs):")
         lines.append("")
-        lines += _table(
+        lines += table(
             ["layer", *map(str, wide.columns)],
             [
-                [layer, *(_fmt(v) for v in row)]
+                [layer, *(fmt(v) for v in row)]
                 for layer, row in zip(wide.index, wide.values, strict=True)
             ],
         )
@@ -375,7 +351,7 @@ def _neurons_section(config: RunConfig, files: RunFiles) -> list[str]:
             lines += ["![selected neurons per layer](plots/selected_neurons.png)", ""]
         wide = chosen.pivot(index="layer", columns="lang", values="n_selected")
         wide = wide[[lang for lang in config.corpus.langs if lang in wide.columns]]
-        lines += _table(
+        lines += table(
             ["layer", *map(str, wide.columns)],
             [[layer, *map(int, row)] for layer, row in zip(wide.index, wide.values, strict=True)],
         )
@@ -405,7 +381,7 @@ def _overlap_section(config: RunConfig, files: RunFiles) -> list[str]:
             within = mean_within(overlap, band, FAMILIES)
             families = ", ".join(f"{k} {v:.2f}" for k, v in within.items())
             rows.append([band, tree, families])
-        lines += _table(["band", "clustering", "within / between families"], rows)
+        lines += table(["band", "clustering", "within / between families"], rows)
     return lines
 
 
@@ -423,18 +399,16 @@ def _ablation_section(config: RunConfig, files: RunFiles) -> list[str]:
             "control (the same count per layer, drawn within firing-rate bins), each evaluated "
             "on the language it is matched to; columns: evaluated language. Baseline bits per "
             "byte: "
-            + ", ".join(
-                f"{lang} {_fmt(ablation['baseline_bits_per_byte'][lang])}" for lang in langs
-            )
+            + ", ".join(f"{lang} {fmt(ablation['baseline_bits_per_byte'][lang])}" for lang in langs)
             + "."
         )
         lines.append("")
-        lines += _table(
+        lines += table(
             ["ablated \\ evaluated", *langs],
             [
                 [
                     CONTROL_LABELS.get(row) or f"{row} ({ablation['n_neurons'].get(row, '?')})",
-                    *(_fmt(v, "+.4f") for v in cells),
+                    *(fmt(v, "+.4f") for v in cells),
                 ]
                 for row, cells in zip(
                     ablation["rows"], ablation["delta_bits_per_byte"], strict=True
@@ -449,17 +423,17 @@ def _run_section(summary: dict, stages: dict, origins: dict) -> list[str]:
     perf = summary["perf"]
     lines: list[str] = []
     lines += ["", "## Run", ""]
-    lines += _table(
+    lines += table(
         ["stage", "origin", "seconds"],
         [
-            [name, origins.get(name, ""), _fmt(entry["seconds"], ".1f")]
+            [name, origins.get(name, ""), fmt(entry["seconds"], ".1f")]
             for name, entry in stages.items()
         ],
     )
-    lines += ["", f"Total wall time: {_fmt(perf['total_s'], '.1f')} s."]
+    lines += ["", f"Total wall time: {fmt(perf['total_s'], '.1f')} s."]
     if "collect_tokens_per_s" in perf:
         lines.append(
             f"Collection: {perf['collect_tokens']} counted tokens, "
-            f"{_fmt(perf['collect_tokens_per_s'], '.0f')} tokens/s."
+            f"{fmt(perf['collect_tokens_per_s'], '.0f')} tokens/s."
         )
     return lines

@@ -26,7 +26,7 @@ import pandas as pd
 
 from mlinguality.errors import MlingualityError
 from mlinguality.run.config import RunConfig
-from mlinguality.run.report import markdown_table
+from mlinguality.run.markdown import markdown_table
 
 __all__ = ["Comparison", "Run", "compare"]
 

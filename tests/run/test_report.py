@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from mlinguality.ablation.outputs import CONTROL_LABELS
-from mlinguality.run.report import RunFiles, markdown_table, write_report
+from mlinguality.run.markdown import markdown_table
+from mlinguality.run.report import RunFiles, write_report
 from mlinguality.run.runner import run_experiment
 from mlinguality.run.summary import wandb_payload
 from mlinguality.run.verdicts import (
