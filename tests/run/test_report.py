@@ -251,3 +251,24 @@ def test_markdown_table_writes_missing_values_as_n_a():
         "| 1.5 | x   |",
         "| n/a | y   |",
     ]
+
+
+def test_what_the_neurons_are_is_the_cards_and_the_output_test(run):
+    _, run_dir = run
+    record = json.loads((run_dir / "neurons" / "neurons.json").read_text())
+    report = (run_dir / "report.md").read_text()
+    rows = _table(report, "## What the neurons are")
+    expected = []
+    for lang in record["langs"]:
+        mine = [e for e in record["neurons"] if e["set"] == "selected" and e["lang"] == lang]
+        mine.sort(key=lambda e: -(e["score"] or 0.0))
+        expected += [(lang, f"L{e['layer']} N{e['neuron']}") for e in mine[:3]]
+    assert [(row[0], row[1]) for row in rows] == expected
+    output = pd.read_csv(run_dir / "neurons" / "output_language.csv")
+    after = report.split("Do a language's neurons write that language?", 1)[1]
+    for row in _table(after, "firing-rate bins):"):
+        lang = row[0]
+        mine = output[output["lang"] == lang].set_index("set")
+        assert row[2] == format(mine.loc["selected", "own_share"], ".3f")
+        assert row[4] == format(mine.loc["random", "own_share"], ".3f")
+    assert (run_dir / "neurons.html").stat().st_size > 10_000  # the browser, from the same file

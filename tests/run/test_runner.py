@@ -148,6 +148,9 @@ def test_run_folder_holds_every_result(first_run):
         "report.md",
         "plots/layer_profile.png",
         "plots/selected_neurons.png",
+        "neurons/neurons.json",
+        "neurons/output_language.csv",
+        "neurons.html",
     ):
         assert (run_dir / name).exists(), name
     assert RunConfig.load(run_dir / "config.yaml") == config
