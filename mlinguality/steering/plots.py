@@ -24,9 +24,12 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def plot_alpha(summary: Sequence[dict], path: str | Path) -> Path:
+def plot_alpha(
+    summary: Sequence[dict], path: str | Path, control: str = "activity-matched random"
+) -> Path:
     """Target share, source share and bits per byte against alpha, mean over pairs, for the
-    selected neurons (``steer``) and the matched random neurons; the unsteered level dashed."""
+    selected neurons (``steer``) and the random control (``control`` names it: the
+    activity-matched or count-matched random neurons); the unsteered level dashed."""
     if not summary:
         raise MlingualityError("plot_alpha: empty summary")
     plt = _pyplot()
@@ -45,12 +48,13 @@ def plot_alpha(summary: Sequence[dict], path: str | Path) -> Path:
                 for alpha in alphas
             ]
             if any(y == y for y in ys):
-                label = "selected neurons" if condition == "steer" else "random (matched)"
+                label = "selected neurons" if condition == "steer" else control
                 ax.plot(alphas, ys, style, label=label)
         base = _mean(row[key] for row in summary if row["condition"] == "none")
         if base == base:
             ax.axhline(base, color="gray", linestyle=":", label="no intervention")
         ax.set_xlabel("alpha")
+        ax.set_ylabel("share of generations" if key.startswith("share") else "bits per byte")
         ax.set_title(title, fontsize=9)
         if key.startswith("share"):
             ax.set_ylim(-0.02, 1.02)

@@ -141,7 +141,8 @@ def run_steering(
     write_rows(accuracy_rows, out / "identifier.csv")
     alpha = heatmap_alpha(cfg)
     if config.plots:
-        plot_alpha(summary, out / "steering_alpha.png")
+        control = "activity-matched random" if cfg.activity_control else "count-matched random"
+        plot_alpha(summary, out / "steering_alpha.png", control)
         plot_heatmap(summary, alpha, out / "steering_heatmap.png")
     record = {
         "settings": config.steering.to_dict(),
