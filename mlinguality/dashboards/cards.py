@@ -28,11 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+import torch
+from torch import Tensor
 
 from mlinguality.activations.stats import ActivationStats
 from mlinguality.choices import Positions
 from mlinguality.dashboards.contexts import context_windows, histogram_edges, read_contexts
-from mlinguality.dashboards.logits import centred, direct_logit_effect
+from mlinguality.dashboards.logits import centred_logit_effect
 from mlinguality.dashboards.token_language import TokenLanguages, token_languages
 
 N_PROMOTED = 20  # tokens listed per direction, and the top the own-language share is taken over
@@ -215,45 +217,44 @@ def _writes(
     """Per neuron: top promoted/suppressed corpus tokens, the own-language share and the mean
     centred effect on each language's tokens."""
     tokenizer = model.tokenizer
-    in_corpus = table.in_corpus
-    assigned = table.assigned
-    vocab = in_corpus.shape[0]
-    corpus_ids = in_corpus.nonzero().flatten()
-    lang_of = {
-        int(t): (table.langs[int(assigned[t])] if assigned[t] >= 0 else None) for t in corpus_ids
-    }
+    corpus_ids = table.in_corpus.nonzero().flatten()
+    corpus_ids = corpus_ids[corpus_ids < model.cfg.d_vocab]
+    owner = table.assigned[corpus_ids]  # language index of each corpus token, -1: unassigned
+    members = torch.stack([(owner == i).float() for i in range(len(table.langs))])
+    sizes = members.sum(dim=1)
+    lang_of = [table.langs[int(i)] if i >= 0 else None for i in owner.tolist()]
+    names: dict[int, str] = {}
+
+    def listed(columns: Tensor, row: Tensor) -> list[list]:
+        out = []
+        for column in columns.tolist():
+            token = int(corpus_ids[column])
+            if token not in names:
+                names[token] = tokenizer.decode([token])
+            out.append([names[token], _round(float(row[column])), lang_of[column]])
+        return out
+
+    k = min(n_promoted, len(corpus_ids))
     out = []
     for start in range(0, len(specs), _CHUNK):
         chunk = specs[start : start + _CHUNK]
-        effect = centred(direct_logit_effect(model, [(s.layer, s.neuron) for s in chunk]))
-        effect = effect[:, :vocab]
-        for spec, row in zip(chunk, effect, strict=True):
-            seen = row[corpus_ids]
-            k = min(n_promoted, len(corpus_ids))
-            up = corpus_ids[seen.topk(k).indices]
-            down = corpus_ids[(-seen).topk(k).indices]
-
-            def listed(token_ids, row=row):
-                return [
-                    [tokenizer.decode([int(t)]), _round(float(row[t])), lang_of[int(t)]]
-                    for t in token_ids
-                ]
-
-            by_lang = {
-                lang: _round(float(row[assigned == i].mean()))
-                if bool((assigned == i).any())
-                else None
-                for i, lang in enumerate(table.langs)
-            }
+        effect = centred_logit_effect(model, [(s.layer, s.neuron) for s in chunk], corpus_ids)
+        by_lang = (effect @ members.T) / sizes.clamp_min(1)  # [neuron, lang]: mean per language
+        for spec, row, means in zip(chunk, effect, by_lang, strict=True):
+            up = row.topk(k).indices
+            down = (-row).topk(k).indices
             own = None
             if spec.lang in table.langs:
-                own = float((assigned[up] == table.langs.index(spec.lang)).float().mean())
+                own = float((owner[up] == table.langs.index(spec.lang)).float().mean())
             out.append(
                 {
-                    "promoted": listed(up),
-                    "suppressed": listed(down),
+                    "promoted": listed(up, row),
+                    "suppressed": listed(down, row),
                     "own_share": own,
-                    "lang_effect": by_lang,
+                    "lang_effect": {
+                        lang: _round(float(means[i])) if sizes[i] > 0 else None
+                        for i, lang in enumerate(table.langs)
+                    },
                 }
             )
     return out

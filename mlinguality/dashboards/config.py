@@ -39,9 +39,9 @@ class ExamplesConfig(Section):
 
     _key = "examples"
     enabled: bool = True
-    # 64 verses x 5 languages: ~0.3x of collection's 200 x 6 texts, with 8 contexts per
-    # neuron and language to choose from (docs/performance.md, "Examples stage")
-    limit: int | None = 64
+    # 48 verses x 5 languages against collection's 200 x 6 texts: the stage costs ~0.25x of
+    # collection (64 verses measured 0.32x on Gemma; docs/performance.md, "Examples stage")
+    limit: int | None = 48
     top_k: int = 8
     window: int = 8
     n_random: int = 1

@@ -88,21 +88,45 @@ def unembedding(model) -> Float[Tensor, "d_vocab d_model"]:
     return weight.detach().float().cpu()
 
 
-def direct_logit_effect(
+def effective_directions(
     model, neurons: Sequence[tuple[int, int]]
-) -> Float[Tensor, "neuron d_vocab"]:
-    """The direct effect of each neuron on every token's logit (see the module docstring).
+) -> Float[Tensor, "neuron d_model"]:
+    """``g * P W_out[n]``: each neuron's output direction as the unembedding reads it."""
+    directions = output_directions(model, neurons)
+    scale, centres = final_norm_map(model)
+    if centres:
+        directions = directions - einops.reduce(directions, "neuron d_model -> neuron 1", "mean")
+    return directions * scale
+
+
+def direct_logit_effect(
+    model, neurons: Sequence[tuple[int, int]], tokens: Tensor | None = None
+) -> Float[Tensor, "neuron token"]:
+    """The direct effect of each neuron on the logit of every token (or of ``tokens``, ids).
 
     >>> from mlinguality import TinyModelConfig, load_model
     >>> model = load_model(TinyModelConfig(n_layers=2, d_mlp=64))
     >>> direct_logit_effect(model, [(0, 3), (1, 5)]).shape[0]
     2
     """
-    directions = output_directions(model, neurons)
-    scale, centres = final_norm_map(model)
-    if centres:
-        directions = directions - einops.reduce(directions, "neuron d_model -> neuron 1", "mean")
-    return (directions * scale) @ unembedding(model).T
+    unembed = unembedding(model)
+    if tokens is not None:
+        unembed = unembed[tokens]
+    return effective_directions(model, neurons) @ unembed.T
+
+
+def centred_logit_effect(
+    model, neurons: Sequence[tuple[int, int]], tokens: Tensor | None = None
+) -> Float[Tensor, "neuron token"]:
+    """:func:`direct_logit_effect` minus each neuron's mean effect over the whole vocabulary (a
+    uniform shift of every logit changes no probability); for ``tokens`` only, the mean is still
+    the vocabulary's (one product with the mean unembedding row, so a few thousand corpus tokens
+    cost a few thousand columns, not 262k)."""
+    unembed = unembedding(model)
+    directions = effective_directions(model, neurons)
+    mean = directions @ einops.reduce(unembed, "d_vocab d_model -> d_model", "mean")
+    chosen = unembed if tokens is None else unembed[tokens]
+    return directions @ chosen.T - mean[:, None]
 
 
 def centred(effect: Float[Tensor, "neuron d_vocab"]) -> Float[Tensor, "neuron d_vocab"]:

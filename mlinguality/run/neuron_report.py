@@ -16,6 +16,11 @@ import pandas as pd
 from mlinguality.run.markdown import fmt, table
 
 N_PER_LANGUAGE = 3  # neurons shown per language in report.md (all are in neurons.html)
+# neurons.html shows each neuron's best 5 contexts per language, 6 tokens either side of the
+# peak (neurons.json keeps examples.top_k and examples.window): the main job's ~880 cards then
+# fit in a few MB (docs/dashboards.md gives the bound)
+PAGE_TOP_K = 5
+PAGE_WINDOW = 6
 
 
 def _record(run_dir: Path) -> dict[str, Any] | None:
@@ -118,11 +123,40 @@ def _output_language_lines(frame: pd.DataFrame, record: dict[str, Any]) -> list[
     return lines + table(header, rows)
 
 
+def page_contexts(context: dict[str, Any], window: int = PAGE_WINDOW) -> dict[str, Any]:
+    """A context cut to ``window`` tokens either side of its peak.
+
+    >>> page_contexts({"tokens": list("abcdefg"), "acts": list(range(7)), "focus": 5}, 1)
+    {'tokens': ['e', 'f', 'g'], 'acts': [4, 5, 6], 'focus': 1}
+    """
+    focus = context["focus"]
+    start = max(0, focus - window)
+    stop = focus + window + 1
+    return {
+        **context,
+        "tokens": context["tokens"][start:stop],
+        "acts": context["acts"][start:stop],
+        "focus": focus - start,
+    }
+
+
 def write_browser_page(run_dir: Path) -> Path | None:
-    """``neurons.html`` from ``neurons/neurons.json`` (None without the examples stage)."""
+    """``neurons.html`` from ``neurons/neurons.json`` (None without the examples stage), with
+    :data:`PAGE_TOP_K` contexts per language of :data:`PAGE_WINDOW` tokens either side."""
     record = _record(run_dir)
     if record is None:
         return None
     from mlinguality.dashboards.browser import write_browser
 
-    return write_browser(record, run_dir / "neurons.html")
+    neurons = [
+        {
+            **entry,
+            "contexts": {
+                lang: [page_contexts(c) for c in contexts[:PAGE_TOP_K]]
+                for lang, contexts in entry["contexts"].items()
+            },
+        }
+        for entry in record["neurons"]
+    ]
+    page = {**record, "top_k": min(PAGE_TOP_K, record["top_k"]), "neurons": neurons}
+    return write_browser(page, run_dir / "neurons.html")

@@ -110,3 +110,22 @@ def test_a_card_without_contexts_in_a_language_still_renders():
     }
     card = NeuronCard(data, ["en"])
     assert card.top_examples("en").empty and "L0 N1 (listed)" in card.to_text()
+
+
+def test_language_effects_are_means_over_each_languages_tokens(cards, tiny_model):
+    """Oracle: the full-vocabulary centred effect, averaged over the tokens assigned to each
+    language by the token table, in a plain loop."""
+    from mlinguality.dashboards.logits import centred, direct_logit_effect
+    from mlinguality.dashboards.token_language import token_languages
+
+    built, _ = cards
+    table = token_languages(tiny_model.tokenizer, TEXTS, vocab_size=tiny_model.cfg.d_vocab)
+    for card in built:
+        full = centred(direct_logit_effect(tiny_model, [(card.layer, card.neuron)]))[0]
+        for index, lang in enumerate(table.langs):
+            ids = [t for t in range(len(full)) if int(table.assigned[t]) == index]
+            expected = sum(float(full[t]) for t in ids) / len(ids) if ids else None
+            got = card.data["lang_effect"][lang]
+            assert (got is None) == (expected is None)
+            if got is not None:
+                assert got == pytest.approx(expected, rel=2e-3, abs=1e-6)  # 4 digits kept

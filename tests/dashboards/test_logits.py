@@ -6,6 +6,7 @@ import torch
 
 from mlinguality.dashboards.logits import (
     centred,
+    centred_logit_effect,
     direct_logit_effect,
     final_norm_map,
     output_directions,
@@ -55,3 +56,11 @@ def test_output_directions_are_the_w_out_rows():
 def test_centred_effects_sum_to_zero():
     effect = torch.randn(3, 50)
     assert_close(centred(effect).sum(dim=1), torch.zeros(3), "fp32")
+
+
+def test_centred_effect_on_chosen_tokens_is_the_full_vocabulary_one():
+    model = load_model(TinyModelConfig(architecture="gemma3", n_layers=2, d_mlp=64, seed=5))
+    _randomise(model.ln_final.original_component)
+    tokens = torch.tensor([3, 17, 99, 250])
+    full = centred(direct_logit_effect(model, [(0, 2), (1, 40)]))
+    assert_close(centred_logit_effect(model, [(0, 2), (1, 40)], tokens), full[:, tokens], "fp32")

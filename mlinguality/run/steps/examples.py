@@ -65,6 +65,7 @@ def neuron_specs(ctx: StageContext, stats) -> list:
 def examples(ctx: StageContext) -> None:
     """Cards of the selected, random and listed neurons -> ``neurons/``."""
     from mlinguality.dashboards.cards import build_cards, output_language
+    from mlinguality.dashboards.contexts import pass_batch_tokens
     from mlinguality.dashboards.token_language import token_languages
 
     config, inputs, run_dir = ctx.config, ctx.inputs, ctx.run_dir
@@ -90,7 +91,7 @@ def examples(ctx: StageContext) -> None:
         window=ex.window,
         positions=config.collection.positions,
         include_bos=config.collection.include_bos,
-        batch_tokens=config.collection_batch_tokens,
+        batch_tokens=pass_batch_tokens(config.model.device, config.collection_batch_tokens),
         token_table=table,
     )
     out = run_dir / OUTPUT
