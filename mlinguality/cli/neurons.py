@@ -29,7 +29,10 @@ def _neurons(args: argparse.Namespace) -> int:
             f"neurons {args.run_dir}: no card matches (set {args.set}, lang {args.lang}, "
             f"layer {args.layer}, neuron {args.neuron})"
         )
-    cards.sort(key=lambda card: -(card.data.get("score") or 0.0))
+    from mlinguality.selectivity.neurons import specificity_key
+
+    metric = run.config.selectivity.select_metric
+    cards.sort(key=lambda card: specificity_key(metric, card.data.get("score")))
     shown = cards[: args.limit]
     for card in shown:
         sys.stdout.write(card.to_text(top=args.top) + "\n\n")
@@ -56,5 +59,7 @@ def add_neurons_command(commands: argparse._SubParsersAction) -> None:
         help="which cards (default: selected)",
     )
     neurons.add_argument("--top", type=int, default=5, help="contexts and tokens per card")
-    neurons.add_argument("--limit", type=int, default=10, help="cards at most, best score first")
+    neurons.add_argument(
+        "--limit", type=int, default=10, help="cards at most, most language-specific first"
+    )
     neurons.set_defaults(handler=_neurons)

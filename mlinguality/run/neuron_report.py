@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from mlinguality.run.markdown import fmt, table
+from mlinguality.selectivity.neurons import specificity_key
 
 N_PER_LANGUAGE = 3  # neurons shown per language in report.md (all are in neurons.html)
 # neurons.html shows each neuron's best 5 contexts per language, 6 tokens either side of the
@@ -60,7 +61,8 @@ def neuron_section(run_dir: Path) -> list[str]:
     selected = [e for e in record["neurons"] if e["set"] == "selected"]
     for lang in record["langs"]:
         mine = sorted(
-            (e for e in selected if e["lang"] == lang), key=lambda e: -(e["score"] or 0.0)
+            (e for e in selected if e["lang"] == lang),
+            key=lambda e: specificity_key(record["metric"], e["score"]),
         )
         for entry in mine[:N_PER_LANGUAGE]:
             promoted = ", ".join(

@@ -29,6 +29,21 @@ SCORE_MEANING = {
     "auroc": "AUROC of the language against the rest (higher = more specific)",
 }
 
+LOWER_IS_MORE_SPECIFIC = frozenset({"lape"})  # an entropy: low = concentrated on few languages
+
+
+def specificity_key(metric: str, score: float | None) -> float:
+    """A sort key that puts the most language-specific neuron first for ``metric``.
+
+    >>> sorted([0.2, 1.3, 0.7], key=lambda s: specificity_key("lape", s))
+    [0.2, 0.7, 1.3]
+    >>> sorted([0.2, 1.3, 0.7], key=lambda s: specificity_key("cohens_d", s))
+    [1.3, 0.7, 0.2]
+    """
+    if score is None or score != score:
+        return float("inf")
+    return score if metric in LOWER_IS_MORE_SPECIFIC else -score
+
 
 def neuron_scores(stats: dict[str, ActivationStats], metric: str) -> dict[str, Tensor]:
     """Per-language ``[layer, d_mlp]`` scores the selection ranks by (LAPE: one shared entropy)."""

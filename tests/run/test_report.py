@@ -261,7 +261,7 @@ def test_what_the_neurons_are_is_the_cards_and_the_output_test(run):
     expected = []
     for lang in record["langs"]:
         mine = [e for e in record["neurons"] if e["set"] == "selected" and e["lang"] == lang]
-        mine.sort(key=lambda e: -(e["score"] or 0.0))
+        mine.sort(key=lambda e: e["score"])  # LAPE: the lowest entropy is the most specific
         expected += [(lang, f"L{e['layer']} N{e['neuron']}") for e in mine[:3]]
     assert [(row[0], row[1]) for row in rows] == expected
     output = pd.read_csv(run_dir / "neurons" / "output_language.csv")
