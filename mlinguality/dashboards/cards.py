@@ -344,35 +344,84 @@ def build_cards(
     return cards
 
 
+N_PERMUTATIONS = 2000  # smallest attainable two-sided p-value 1/2001
+
+
+def _margin(data: dict[str, Any], lang: str) -> float | None:
+    own = data["lang_effect"].get(lang)
+    others = [v for k, v in data["lang_effect"].items() if k != lang and v is not None]
+    return own - sum(others) / len(others) if own is not None and others else None
+
+
+def permutation_p(
+    a: Sequence[float], b: Sequence[float], n_permutations: int = N_PERMUTATIONS, seed: int = 0
+) -> float:
+    """Two-sided permutation p-value of the difference of means of ``a`` and ``b`` (set labels
+    shuffled; the observed split counts as one permutation).
+
+    >>> permutation_p([5.0, 6.0, 7.0], [0.0, 1.0, 2.0], 500) < 0.2
+    True
+    """
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if not len(a) or not len(b):
+        return float("nan")
+    pooled = np.concatenate([a, b])
+    observed = abs(a.mean() - b.mean())
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(n_permutations):
+        order = rng.permutation(len(pooled))
+        diff = abs(pooled[order[: len(a)]].mean() - pooled[order[len(a) :]].mean())
+        hits += diff >= observed - 1e-12 * max(1.0, abs(observed))
+    return float((hits + 1) / (n_permutations + 1))
+
+
 def output_language(cards: Sequence[NeuronCard]) -> pd.DataFrame:
     """Per language and set (selected, random): neurons, the mean own-language share of their
     top promoted tokens, and the mean centred effect on the language's own tokens minus the
-    mean over the other languages' tokens (> 0: the neurons push their own language)."""
-    rows = []
+    mean over the other languages' tokens (> 0: the neurons push their own language). On the
+    selected rows, ``p_share`` and ``p_effect``: permutation p-values of the difference from the
+    language's random neurons (:func:`permutation_p`)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for card in cards:
         if card.data.get("lang") and card.data["set"] in ("selected", "random"):
             groups.setdefault((card.data["lang"], card.data["set"]), []).append(card.data)
-    for (lang, kind), members in groups.items():
+
+    def values(lang: str, kind: str) -> tuple[list[float], list[float]]:
+        members = groups.get((lang, kind), [])
         shares = [m["own_share"] for m in members if m["own_share"] is not None]
-        margins = []
-        for m in members:
-            own = m["lang_effect"].get(lang)
-            others = [v for k, v in m["lang_effect"].items() if k != lang and v is not None]
-            if own is not None and others:
-                margins.append(own - sum(others) / len(others))
-        rows.append(
-            {
-                "lang": lang,
-                "set": kind,
-                "n_neurons": len(members),
-                "own_share": sum(shares) / len(shares) if shares else float("nan"),
-                "own_minus_other_effect": sum(margins) / len(margins) if margins else float("nan"),
-            }
-        )
-    table = pd.DataFrame(
-        rows, columns=["lang", "set", "n_neurons", "own_share", "own_minus_other_effect"]
-    )
+        margins = [v for m in members if (v := _margin(m, lang)) is not None]
+        return shares, margins
+
+    rows = []
+    for lang, kind in groups:
+        shares, margins = values(lang, kind)
+        row = {
+            "lang": lang,
+            "set": kind,
+            "n_neurons": len(groups[(lang, kind)]),
+            "own_share": sum(shares) / len(shares) if shares else float("nan"),
+            "own_minus_other_effect": sum(margins) / len(margins) if margins else float("nan"),
+            "p_share": float("nan"),
+            "p_effect": float("nan"),
+        }
+        if kind == "selected" and (lang, "random") in groups:
+            random_shares, random_margins = values(lang, "random")
+            row["p_share"] = permutation_p(shares, random_shares)
+            row["p_effect"] = permutation_p(margins, random_margins)
+        rows.append(row)
+    columns = [
+        "lang",
+        "set",
+        "n_neurons",
+        "own_share",
+        "own_minus_other_effect",
+        "p_share",
+        "p_effect",
+    ]
+    table = pd.DataFrame(rows, columns=columns)
     return table.sort_values(["lang", "set"], key=lambda c: c.map(str)).reset_index(drop=True)
 
 

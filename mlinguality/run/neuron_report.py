@@ -98,7 +98,8 @@ def _output_language_lines(frame: pd.DataFrame, record: dict[str, Any]) -> list[
         f"{margin:.0%} of its corpus occurrences are in it), and the mean direct effect on the "
         "language's tokens minus the other languages' (> 0: pushes its language), for the "
         "selected neurons and for activity-matched random neurons (same count per layer and "
-        "firing-rate bins):",
+        "firing-rate bins), with permutation p-values of selected against random (set labels "
+        "shuffled over the language's neurons, 2,000 draws):",
         "",
     ]
     rows = []
@@ -113,7 +114,12 @@ def _output_language_lines(frame: pd.DataFrame, record: dict[str, Any]) -> list[
             else ["n/a", "n/a"]
             for c in cells.values()
         ]
-        rows.append([lang, int(cells["selected"]["n_neurons"].iloc[0]), *values[0], *values[1]])
+        chosen = cells["selected"]
+        p_values = [
+            fmt(chosen[key].iloc[0], ".3g") if key in chosen else "n/a"
+            for key in ("p_share", "p_effect")
+        ]
+        rows.append([lang, int(chosen["n_neurons"].iloc[0]), *values[0], *values[1], *p_values])
     header = [
         "lang",
         "neurons",
@@ -121,6 +127,8 @@ def _output_language_lines(frame: pd.DataFrame, record: dict[str, Any]) -> list[
         "own - other effect (selected)",
         "own share (activity-matched random)",
         "own - other effect (activity-matched random)",
+        "p share",
+        "p effect",
     ]
     return lines + table(header, rows)
 

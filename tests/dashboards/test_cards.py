@@ -129,3 +129,19 @@ def test_language_effects_are_means_over_each_languages_tokens(cards, tiny_model
             assert (got is None) == (expected is None)
             if got is not None:
                 assert got == pytest.approx(expected, rel=2e-3, abs=1e-6)  # 4 digits kept
+
+
+def test_permutation_p_agrees_with_scipy():
+    import numpy as np
+    from scipy.stats import permutation_test
+
+    from mlinguality.dashboards.cards import permutation_p
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.3, 1, 30), rng.normal(0, 1, 40)
+    ours = permutation_p(a.tolist(), b.tolist(), 4000, seed=1)
+    theirs = permutation_test(
+        (a, b), lambda x, y: x.mean() - y.mean(), n_resamples=4000, random_state=2
+    ).pvalue
+    assert abs(ours - theirs) < 0.03  # two Monte Carlo estimates of one p (sd ~0.008 each)
+    assert permutation_p([1.0, 1.0], [1.0, 1.0], 100) == 1.0

@@ -266,7 +266,7 @@ def test_what_the_neurons_are_is_the_cards_and_the_output_test(run):
     assert [(row[0], row[1]) for row in rows] == expected
     output = pd.read_csv(run_dir / "neurons" / "output_language.csv")
     after = report.split("Do a language's neurons write that language?", 1)[1]
-    for row in _table(after, "firing-rate bins):"):
+    for row in _table(after, "2,000 draws):"):
         lang = row[0]
         mine = output[output["lang"] == lang].set_index("set")
         assert row[2] == format(mine.loc["selected", "own_share"], ".3f")
