@@ -61,7 +61,7 @@ def stage_keys(
     keys: dict[str, str] = {}
     for stage in declared.STAGES if stages is None else stages:
         keys[stage.name] = digest(
-            stage.name,
+            stage.name if stage.version == 1 else f"{stage.name}/v{stage.version}",
             [keys[name] for name in stage.reads],
             stage.settings(config),
             {name: fingerprints[name] for name in stage.inputs},

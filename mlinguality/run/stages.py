@@ -55,6 +55,8 @@ class Stage:
         checkpoints: It checkpoints mid-way beside the cache (one run at a time per key).
         artifact: ``(name prefix, type)`` of the W&B artifact of its outputs, named
             ``{prefix}-{key}`` (None: not logged).
+        version: Part of its key: bump it when the stage's outputs change meaning, so cached
+            entries of the old outputs are not reused (the whole cache: ``keys.STAGE_FORMAT``).
     """
 
     name: str
@@ -67,6 +69,7 @@ class Stage:
     team: bool = False
     checkpoints: bool = False
     artifact: tuple[str, str] | None = None
+    version: int = 1
 
 
 def _without(section: object, *names: str) -> dict[str, Any]:
@@ -122,6 +125,7 @@ STAGES: tuple[Stage, ...] = (
         inputs=("model", "corpus"),
         enabled=lambda c: c.examples.enabled,
         artifact=("neurons-cards", "neuron-cards"),
+        version=2,  # 2: permutation p-values in output_language.csv
     ),
     Stage(
         "ablate",

@@ -89,3 +89,19 @@ def test_a_tiny_model_is_keyed_by_the_seed_of_its_weights():
         for seed in (0, 1)
     ]
     assert fingerprints[0]["model"] != fingerprints[1]["model"]
+
+
+def test_a_stage_version_bump_changes_its_key_and_its_readers_only():
+    import dataclasses
+
+    from mlinguality.run import stages
+
+    fingerprints = {"model": "m", "corpus": "c", "merged_stats": None}
+    base = stage_keys(RunConfig(), fingerprints)
+    bumped = tuple(
+        dataclasses.replace(s, version=s.version + 1) if s.name == "select" else s
+        for s in stages.STAGES
+    )
+    other = stage_keys(RunConfig(), fingerprints, bumped)
+    changed = [name for name in base if base[name] != other[name]]
+    assert changed == ["select", "examples", "ablate", "steer"]
