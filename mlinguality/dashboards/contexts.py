@@ -31,16 +31,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mlinguality.activations.batching import (
-    TokenizedText,
-    default_max_batch_size,
-    ensure_eval,
-    pad_batch,
-    pad_token_id,
-    plan_batches,
-    position_mask,
-    tokenize_texts,
-)
+from mlinguality.activations import batching
+from mlinguality.activations.batching import TokenizedText, tokenize_texts
 from mlinguality.activations.reducer import StopForward
 from mlinguality.activations.stats import ActivationStats
 from mlinguality.choices import Positions
@@ -189,11 +181,13 @@ def _batches_of_acts(model, texts: list[TokenizedText], indices: list[int], neur
     inverse[columns] = torch.arange(len(columns))
     captured: dict[int, Tensor] = {}
     lengths = [len(texts[i].ids) for i in indices]
-    plan = plan_batches(lengths, batch_tokens, default_max_batch_size(batch_tokens))
-    pad_id = pad_token_id(model.tokenizer)
+    plan = batching.plan_batches(
+        lengths, batch_tokens, batching.default_max_batch_size(batch_tokens)
+    )
+    pad_id = batching.pad_token_id(model.tokenizer)
     with torch.inference_mode(), model.hooks(fwd_hooks=_capture_hooks(neurons, captured)):
         for rows in plan:
-            batch = pad_batch(texts, [indices[r] for r in rows], pad_id, "right")
+            batch = batching.pad_batch(texts, [indices[r] for r in rows], pad_id, "right")
             captured.clear()
             _forward(model, batch)
             acts = torch.cat([captured[layer] for layer in sorted(order)], dim=-1)
@@ -231,7 +225,7 @@ def read_contexts(
                 f"neuron L{layer} N{neuron}: outside the model's {model.cfg.n_layers} layers x "
                 f"{model.cfg.d_mlp} neurons"
             )
-    ensure_eval(model)
+    batching.ensure_eval(model)
     n = len(neurons)
     n_bins = edges.shape[1] - 1
     result = NeuronReads(list(neurons), {}, edges, {}, {}, {}, {})
@@ -252,7 +246,7 @@ def read_contexts(
         for batch, acts in _batches_of_acts(model, tokenized, indices, neurons, batch_tokens):
             for row, index in enumerate(batch.indices):
                 kept[index] = acts[row, : batch.lengths[row]].clone()
-            mask = position_mask(batch, tokenized, positions, include_bos)
+            mask = batching.position_mask(batch, tokenized, positions, include_bos)
             values = acts[mask]  # [token, neuron]
             counted += values.shape[0]
             flat = _bins(values, edges) + torch.arange(n) * n_bins
