@@ -91,8 +91,7 @@ def choose_leading(tokenizer, hf_config=None) -> Leading:
     """
     front, back = added_special_ids(tokenizer)
     if front:
-        names = " ".join(tokenizer.convert_ids_to_tokens(list(front)))
-        return Leading(front, back, "tokenizer", f"{names}: the tokenizer's own")
+        return Leading(front, back, "tokenizer", "the tokenizer's own setting")
     bos, bos_id = tokenizer.bos_token, tokenizer.bos_token_id
     if bos is None or bos_id is None:
         return Leading((), back, "none", "the tokenizer has no BOS: the first token is text")
@@ -114,7 +113,10 @@ def choose_leading(tokenizer, hf_config=None) -> Leading:
         tokenizer.add_bos_token = False
         return Leading((), back, "none", f"the tokenizer cannot be made to add its BOS {bos}")
     return Leading(
-        new_front, back, "added", f"{bos}: the tokenizer's BOS, which it does not add itself"
+        new_front,
+        back,
+        "added",
+        "added: the tokenizer's BOS, which it does not add itself, as TransformerLens does",
     )
 
 
@@ -238,8 +240,8 @@ class FamilyFacts:
             f"MLP: {kind}; a neuron fires when {self.firing}",
             "hooks: " + ", ".join(hooks),
             "W_out reads hook_post: " + ("yes" if self.w_out_reads_post else "NO"),
-            f"in front of every text: {front} ({self.leading.source}: {self.leading.reason}); "
-            "excluded with include_bos: false",
+            f"in front of every text: {front} ({self.leading.reason}); "
+            + ("excluded with include_bos: false" if self.leading.front else "nothing to exclude"),
             *(f"needed: {note}" for note in self.notes),
         ]
 

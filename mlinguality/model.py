@@ -273,7 +273,8 @@ def _boot(hf_model, tokenizer, name: str, device: str, dtype: torch.dtype, leadi
     note = families.correct_d_mlp(bridge, width)
     bridge.mlinguality_notes = [note] if note else []
     if leading.source == "added":
-        bridge.mlinguality_notes.append(f"BOS added in front of every text ({leading.reason})")
+        bos = tokenizer.convert_ids_to_tokens(list(leading.front))[0]
+        bridge.mlinguality_notes.append(f"BOS {bos} added in front of every text")
     return bridge
 
 
