@@ -22,14 +22,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from mlinguality.errors import ModelLoadError
 from mlinguality.gemma import GEMMA_SPEC, cache_root, ensure_gemma_cache  # noqa: F401 (re-exported)
+from mlinguality.tiny import (  # noqa: F401 (re-exported)
+    _TINY_TRAINING_TEXT,
+    TinyModelConfig,
+    build_tiny_hf_model,
+    build_tiny_tokenizer,
+    tiny_config,
+)
 from mlinguality.types import hook_post_name
 
 logger = logging.getLogger(__name__)
@@ -65,51 +70,6 @@ _TOKENIZER_FILES = (
     "vocab.txt",
 )
 _MIN_VOCAB = 100  # a real tokenizer has far more; the silent fallback has 1
-
-
-@dataclass
-class TinyModelConfig:
-    """A small random model for tests and examples (built offline in well under a second).
-
-    Attributes:
-        architecture: ``"gemma3"`` (gated MLP, like the default model) or ``"gpt2"`` (plain MLP).
-        n_layers: Number of transformer blocks.
-        d_model: Residual stream width.
-        d_mlp: MLP hidden width (the neurons studied).
-        n_heads: Attention heads.
-        seed: Seed of the random weights.
-        vocab_size: Byte-level BPE vocabulary size (>= 260: 256 bytes + 4 special tokens).
-    """
-
-    architecture: Literal["gemma3", "gpt2"] = "gemma3"
-    n_layers: int = 2
-    d_model: int = 32
-    d_mlp: int = 64
-    n_heads: int = 2
-    seed: int = 0
-    vocab_size: int = 400
-    training_text: list[str] = field(default_factory=lambda: list(_TINY_TRAINING_TEXT))
-
-    def __post_init__(self) -> None:
-        if self.architecture not in ("gemma3", "gpt2"):
-            raise ValueError(f"TinyModelConfig.architecture: unknown {self.architecture!r}")
-        if self.d_model % self.n_heads:
-            raise ValueError("TinyModelConfig: d_model must be divisible by n_heads")
-        if self.vocab_size < 260:
-            raise ValueError("TinyModelConfig.vocab_size must be >= 260")
-
-
-# A little multilingual text so the tiny tokenizer learns merges in several scripts.
-_TINY_TRAINING_TEXT = (
-    "Blessed are the peacemakers: for they shall be called the children of God.",
-    "Heureux ceux qui procurent la paix, car ils seront appelés fils de Dieu!",
-    "Selig sind die Friedfertigen; denn sie werden Gottes Kinder heißen!",
-    "Блаженны миротворцы, ибо они будут наречены сынами Божиими.",
-    "धन्य हैं वे, जो मेल करवानेवाले हैं, क्योंकि वे परमेश्वर के पुत्र कहलाएँगे।",
-    "使人和平的人有福了， 因为他们必称为 神的儿子。",
-    "In the beginning God created the heaven and the earth.",
-    "Au commencement, Dieu créa les cieux et la terre.",
-)
 
 
 def to_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -217,21 +177,55 @@ def model_in_dtype(model, dtype: str | torch.dtype):
         return model
     hf_model = copy.deepcopy(model.original_model)
     name = str(getattr(model.cfg, "model_name", "") or "model")
-    return _boot(hf_model, model.tokenizer, name, str(model.cfg.device), target)
+    leading = getattr(model, "mlinguality_leading", None)
+    return _boot(hf_model, model.tokenizer, name, str(model.cfg.device), target, leading)
 
 
-def tiny_config(spec: str, seed: int = 0) -> TinyModelConfig | None:
-    """The TinyModelConfig a ``"tiny"`` / ``"tiny:gpt2"`` spec stands for (else None)."""
-    if spec != "tiny" and not spec.startswith("tiny:"):
+def model_depth(spec: str) -> int | None:
+    """How many layers ``spec`` has, read from its config.json without loading any weights.
+
+    None when it cannot be told here (a hub name not in the cache, the embedded Gemma before
+    its first conversion).
+
+    >>> model_depth("tiny")
+    4
+    """
+    tiny = tiny_config(spec)
+    if tiny is not None:
+        return tiny.n_layers
+    if spec == GEMMA_SPEC:
+        path = cache_root() / GEMMA_SPEC / "config.json"
+    elif Path(spec).expanduser().is_dir():
+        path = Path(spec).expanduser() / "config.json"
+    elif _looks_like_hub_name(spec):
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(spec, "config.json")
+        path = Path(cached) if isinstance(cached, str) else None
+    else:
+        path = None
+    try:
+        config = json.loads(path.read_text()) if path is not None else None
+    except (OSError, ValueError):
         return None
-    architecture = spec.partition(":")[2] or "gemma3"
-    if architecture not in ("gemma3", "gpt2"):
-        raise ModelLoadError(f"model spec {spec!r}: use 'tiny', 'tiny:gemma3' or 'tiny:gpt2'")
-    return TinyModelConfig(architecture=architecture, n_layers=4, d_model=32, d_mlp=64, seed=seed)
+    if not isinstance(config, dict):
+        return None
+    config = config.get("text_config") or config
+    for key in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    return None
 
 
 def validate_model(model, where: str = "model") -> None:
-    """Check the hooks and tokenizer the toolkit relies on; raise ModelLoadError if absent."""
+    """Check the hooks and tokenizer the toolkit relies on; raise ModelLoadError if absent.
+
+    Every layer's ``hook_post`` must show ``d_mlp`` units, and ``d_mlp`` must be the MLP width
+    the checkpoint's own config states (``intermediate_size``, ``ffn_dim``, ...), when it states
+    one (:func:`mlinguality.families.checkpoint_d_mlp`).
+    """
+    from mlinguality.families import checkpoint_d_mlp, hook_widths
+
     tokenizer = model.tokenizer
     if tokenizer is None or len(tokenizer) < _MIN_VOCAB:
         size = 0 if tokenizer is None else len(tokenizer)
@@ -245,24 +239,42 @@ def validate_model(model, where: str = "model") -> None:
         raise ModelLoadError(
             f"{where}: model has no hook {missing[0]} (needed for MLP activations)"
         )
-    ids = torch.tensor([[tokenizer.bos_token_id or 0, 1]], device=model.cfg.device)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(ids, names_filter=lambda name: name in names)
-    for name in names:
-        if cache[name].shape[-1] != d_mlp:
-            raise ModelLoadError(
-                f"{where}: {name} has {cache[name].shape[-1]} units, expected d_mlp={d_mlp}"
-            )
+    for name, width in zip(names, hook_widths(model), strict=True):
+        if width != d_mlp:
+            raise ModelLoadError(f"{where}: {name} has {width} units, expected d_mlp={d_mlp}")
+    stated = checkpoint_d_mlp(getattr(model.original_model, "config", None))
+    if stated is not None and stated != d_mlp:
+        raise ModelLoadError(
+            f"{where}: {names[0]} has {d_mlp} units but the checkpoint's config says the MLP "
+            f"is {stated} wide"
+        )
 
 
-def _boot(hf_model, tokenizer, name: str, device: str, dtype: torch.dtype):
+def _boot(hf_model, tokenizer, name: str, device: str, dtype: torch.dtype, leading=None):
+    """Wrap ``hf_model`` in a TransformerBridge, with the family workarounds of
+    :mod:`mlinguality.families` (what goes in front of a text, the MLP width)."""
     from transformer_lens.model_bridge import TransformerBridge
 
+    from mlinguality import families
+
     hf_model = hf_model.to(device=device, dtype=dtype).eval()
-    bridge = TransformerBridge.boot_transformers(
-        name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
-    )
+    if leading is None:
+        leading = families.choose_leading(tokenizer, hf_model.config)
+    with families.bridge_keeps_tokenizer(tokenizer):
+        bridge = TransformerBridge.boot_transformers(
+            name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+        )
     bridge.eval()
+    # TransformerLens's own to_tokens then puts in front what the toolkit's tokenization does
+    bridge.cfg.tokenizer_prepends_bos = bool(leading.front)
+    bridge.cfg.default_prepend_bos = bool(leading.front)
+    bridge.mlinguality_leading = leading
+    width = families.hook_widths(bridge)[0] if bridge.cfg.n_layers else bridge.cfg.d_mlp
+    note = families.correct_d_mlp(bridge, width)
+    bridge.mlinguality_notes = [note] if note else []
+    if leading.source == "added":
+        bos = tokenizer.convert_ids_to_tokens(list(leading.front))[0]
+        bridge.mlinguality_notes.append(f"BOS {bos} added in front of every text")
     return bridge
 
 
@@ -274,13 +286,9 @@ def _load_tokenizer(folder: Path):
             f"model directory {folder}: no tokenizer files ({', '.join(_TOKENIZER_FILES[:3])}, ...); "
             "save the tokenizer there too (tokenizer.save_pretrained)"
         )
-    try:
-        # TransformerBridge wants add_bos_token=True and reloads any tokenizer without it
-        # (transformer_lens get_tokenizer_with_bos): asking for it here saves that second load
-        # of a 262k-entry tokenizer.json. Tokenizers that cannot add a BOS load as they are.
-        return AutoTokenizer.from_pretrained(folder, local_files_only=True, add_bos_token=True)
-    except (ValueError, TypeError, AttributeError):
-        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    # as the folder says: what goes in front of a text is decided from the tokenizer's own
+    # setting (mlinguality.families.choose_leading), never forced on every tokenizer
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
 def _load_local_dir(folder: Path, device: str, dtype: torch.dtype, check_finite: bool = True):
@@ -401,80 +409,6 @@ def _load_hub_name(name: str, device: str, dtype: torch.dtype):
 
     folder = snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
     return _load_local_dir(Path(folder), device, dtype)
-
-
-# ---------------------------------------------------------------------------------------------
-# Tiny random models for tests.
-
-
-def build_tiny_tokenizer(config: TinyModelConfig):
-    """A byte-level BPE tokenizer (every script encodes) with <pad>, <eos>, <bos>, <unk>."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    special = ["<pad>", "<eos>", "<bos>", "<unk>"]
-    backend = Tokenizer(models.BPE(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=config.vocab_size,
-        special_tokens=special,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(config.training_text, trainer)
-    backend.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", special.index("<bos>"))]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<pad>",
-        eos_token="<eos>",
-        bos_token="<bos>",
-        unk_token="<unk>",
-        add_bos_token=True,
-        name_or_path=f"tiny-{config.architecture}",
-    )
-
-
-def build_tiny_hf_model(config: TinyModelConfig, vocab_size: int):
-    """The random ``transformers`` causal LM behind a TinyModelConfig (seeded)."""
-    from transformers import AutoModelForCausalLM, Gemma3TextConfig, GPT2Config
-
-    if config.architecture == "gemma3":
-        hf_config = Gemma3TextConfig(
-            vocab_size=vocab_size,
-            hidden_size=config.d_model,
-            intermediate_size=config.d_mlp,
-            num_hidden_layers=config.n_layers,
-            num_attention_heads=config.n_heads,
-            num_key_value_heads=1,
-            head_dim=config.d_model // config.n_heads,
-            max_position_embeddings=512,
-            sliding_window=16,
-            layer_types=["full_attention"] * config.n_layers,
-            pad_token_id=0,
-            eos_token_id=1,
-            bos_token_id=2,
-            architectures=["Gemma3ForCausalLM"],
-        )
-    else:
-        hf_config = GPT2Config(
-            vocab_size=vocab_size,
-            n_embd=config.d_model,
-            n_inner=config.d_mlp,
-            n_layer=config.n_layers,
-            n_head=config.n_heads,
-            n_positions=512,
-            pad_token_id=0,
-            eos_token_id=1,
-            bos_token_id=2,
-            architectures=["GPT2LMHeadModel"],
-        )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
-    return model.eval()
 
 
 def _load_tiny(config: TinyModelConfig, device: str, dtype: torch.dtype):

@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mlinguality"
 MAX_LINES = 500
 # The pipeline, bottom to top: a module may import its own layer and the layers before it.
 LAYERS = [
-    {"types", "errors", "files", "choices", "sections", "fingerprint", "gemma", "model"},
+    {"types", "errors", "files", "choices", "sections", "fingerprint", "gemma", "tiny"}
+    | {"families", "model"},
     {"corpus"},
     {"activations"},
     {"selectivity"},

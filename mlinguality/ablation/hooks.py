@@ -330,8 +330,15 @@ def ablation_hooks(
 
 def _w_out_input_module(model, hook_name: str):
     """The module whose input is the hook point's value on its way into ``W_out`` (the wrapped
-    linear of ``blocks.L.mlp.out`` on a TransformerBridge), or None when there is none."""
+    linear of ``blocks.L.mlp.out`` on a TransformerBridge), or None when there is none.
+
+    None too where the hook shows the value in another layout than the module receives (a
+    ``hook_conversion``: OPT's MLP runs on ``[batch*pos, d_mlp]``, its hooks show
+    ``[batch, pos, d_mlp]``); the hook-level check then stands alone.
+    """
     point = model.hook_dict[hook_name]
+    if getattr(point, "hook_conversion", None) is not None:
+        return None
     canonical = getattr(point, "name", None) or hook_name
     parent, _, leaf = canonical.rpartition(".")
     if leaf != "hook_in" or not parent:

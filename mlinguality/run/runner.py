@@ -87,7 +87,7 @@ def run_experiment(
         team: Under torchrun, rank 0's :class:`~mlinguality.run.team.Team`: collection
             and ablation are then shared with the other ranks (:mod:`mlinguality.run.team`).
     """
-    cache_writable = preflight(config)
+    cache_writable = preflight(config, model)
     start = time.perf_counter()
     if resume is not None:
         run_dir = Path(resume)

@@ -4,6 +4,7 @@ recomputed, never served from the cache."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def test_an_edited_corpus_file_is_recomputed(tmp_path):
     ).read_bytes()
 
 
-def test_a_model_folder_with_other_weights_is_recomputed(tmp_path):
+def test_a_model_folder_with_other_weights_is_recomputed(tmp_path, caplog):
     from mlinguality.model import TinyModelConfig, build_tiny_hf_model, build_tiny_tokenizer
 
     folder = tmp_path / "model"
@@ -82,8 +83,11 @@ def test_a_model_folder_with_other_weights_is_recomputed(tmp_path):
     other = TinyModelConfig(n_layers=3, d_mlp=32, seed=1)
     build_tiny_hf_model(other, len(tokenizer)).save_pretrained(folder)  # a checkpoint over it
     assert input_fingerprints(config)["model"] != before
-    second = run_experiment(config)
+    with caplog.at_level(logging.INFO, logger="mlinguality.run.keys"):
+        second = run_experiment(config)
     assert set(_origins(second).values()) == {"computed"}
+    notes = [r.getMessage() for r in caplog.records if "files changed" in r.getMessage()]
+    assert len(notes) == 1 and str(folder) in notes[0] and "recomputed" in notes[0]
     means = [pd.read_csv(run / "selected_neurons.csv")["score"].sum() for run in (first, second)]
     assert means[0] != means[1]
 
