@@ -55,10 +55,10 @@ from mlinguality.activations.stats import ActivationStats, ProvenanceError
 from mlinguality.choices import choices
 from mlinguality.corpus.adapters import as_corpus
 from mlinguality.errors import MlingualityError
+from mlinguality.families import is_gated  # noqa: F401 (re-exported: activations.is_gated)
 from mlinguality.types import (
     HOOK_POST,
     HOOK_PRE,
-    HOOK_PRE_LINEAR,
     HookPoint,
     MlpActs,
     TokenIds,
@@ -69,11 +69,6 @@ from mlinguality.types import (
 logger = logging.getLogger(__name__)
 
 POSITIONS = choices(Positions)
-
-
-def is_gated(model) -> bool:
-    """True for gated MLPs (Gemma, Llama, Qwen): hook_post = act(gate) * up."""
-    return HOOK_PRE_LINEAR.format(layer=0) in model.hook_dict
 
 
 def collect(
