@@ -17,6 +17,7 @@ mlinguality.errors.MlingualityError: unknown key 'selectivity.top_rat' (did you 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from mlinguality.choices import (
     Dtype,
     Positions,
     TooLong,
+    TsvQuoting,
     WandbMode,
 )
 from mlinguality.dashboards.config import ExamplesConfig
@@ -90,6 +92,9 @@ class CorpusConfig(Section):
         translations: Bible translation per language, overriding the database's default.
         too_long: A text longer than the model's context: ``"error"`` names the example;
             ``"truncate"`` cuts it to the context with a warning.
+        tsv_quoting: Quote marks in a ``.tsv`` corpus: ``"literal"`` reads them as text (one
+            row per line, fields split at tabs); ``"csv"`` applies CSV quoting (a field in
+            double quotes, ``""`` for a quote mark inside). A ``.csv`` file is always CSV.
     """
 
     _key = "corpus"
@@ -104,6 +109,7 @@ class CorpusConfig(Section):
     eval_fraction: float = 0.5
     translations: dict[str, str] | None = None
     too_long: TooLong = "error"
+    tsv_quoting: TsvQuoting = "literal"  # `"Blessed," said he` is text, not a quoted field
 
     def validate(self) -> None:
         if len(self.langs) < 2:
@@ -114,6 +120,7 @@ class CorpusConfig(Section):
             self._fail("limit", f"must be >= 2 (or null for all), got {self.limit}")
         if not 0.0 < self.eval_fraction < 1.0:
             self._fail("eval_fraction", f"must be in (0, 1), got {self.eval_fraction}")
+        self._check_seed("seed")
 
 
 @dataclass
@@ -191,6 +198,7 @@ class SelectivityConfig(Section):
             parts = pair.split("/")
             if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
                 self._fail("control_pairs", f"{pair!r} is not of the form 'en/en:WEB'")
+        self._check_seed("seed")
 
 
 @dataclass
@@ -282,6 +290,7 @@ class RunConfig(Section):
     def validate(self) -> None:
         if not self.name or "/" in self.name:
             self._fail("name", f"must be a non-empty folder name, got {self.name!r}")
+        self._check_seed("seed")
         for pair in self.selectivity.control_pairs or []:
             first = pair.split("/")[0]
             if first not in self.corpus.langs:
@@ -311,6 +320,36 @@ class RunConfig(Section):
         if self.collection.batch_tokens is not None:
             return self.collection.batch_tokens
         return 32768 if self.model.device.startswith("cuda") else 4096
+
+    def with_absolute_paths(self, base: str | Path | None = None) -> RunConfig:
+        """A copy whose paths are absolute (relative ones resolved against ``base``, default
+        the working directory): ``output_dir``, ``cache_dir``, ``corpus.source`` (unless the
+        Bible), ``collection.stats``, and ``model.spec`` when it names a local folder. A run
+        saves its config so, and ``--resume`` from another folder reads the same files.
+
+        >>> RunConfig().with_absolute_paths("/work").corpus.source
+        'bible'
+        >>> RunConfig().with_absolute_paths("/work").cache_dir
+        '/work/runs/.cache'
+        """
+        root = Path.cwd() if base is None else Path(base)
+
+        def absolute(path: str) -> str:
+            return os.path.normpath(root / Path(path).expanduser())
+
+        data = self.to_dict()
+        data["output_dir"] = absolute(self.output_dir)
+        if self.cache_dir is not None:
+            data["cache_dir"] = absolute(self.cache_dir)
+        if self.corpus.source != "bible":
+            data["corpus"]["source"] = absolute(self.corpus.source)
+        if self.collection.stats is not None:
+            data["collection"]["stats"] = absolute(self.collection.stats)
+        spec = self.model.spec
+        named = spec in ("tiny", ModelConfig.spec) or spec.startswith("tiny:")  # not paths
+        if not named and (root / Path(spec).expanduser()).is_dir():
+            data["model"]["spec"] = absolute(spec)
+        return type(self).from_dict(data)
 
     # --- views ----------------------------------------------------------------------------
 

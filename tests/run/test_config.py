@@ -180,7 +180,7 @@ def test_cli_parses_set_and_agent_style_arguments(monkeypatch):
 
     seen = {}
 
-    def fake_run(config, resume=None):
+    def fake_run(config, resume=None, start_from=None):
         seen["config"] = config
         return Path("/nowhere")
 

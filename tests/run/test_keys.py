@@ -24,7 +24,12 @@ def test_keys_cover_settings_and_upstream_keys():
     fingerprints = {"model": {"tiny": "tiny"}, "corpus": {"file": "a"}, "merged_stats": None}
     base = stage_keys(RunConfig(), fingerprints)
     rate = stage_keys(RunConfig().with_overrides(["selectivity.top_rate=0.02"]), fingerprints)
-    assert [name for name in base if base[name] != rate[name]] == ["select", "ablate", "steer"]
+    assert [name for name in base if base[name] != rate[name]] == [
+        "select",
+        "examples",
+        "ablate",
+        "steer",
+    ]
     perms = stage_keys(RunConfig().with_overrides(["selectivity.n_permutations=5"]), fingerprints)
     assert [name for name in base if base[name] != perms[name]] == ["score"]
     batch = stage_keys(RunConfig().with_overrides(["collection.batch_tokens=64"]), fingerprints)
