@@ -190,6 +190,36 @@ def read_jsonl(path: str | Path, langs: Sequence[str]) -> list[RawExample]:
     return rows
 
 
+def file_languages(path: str | Path, tsv_quoting: TsvQuoting = "literal") -> tuple[str, list[str]]:
+    """What a corpus file offers, read cheaply from its first line: ``("column", header)`` of a
+    TSV/CSV file, ``("key", keys)`` of a JSONL file's first object, ``("file", languages)`` of
+    a Moses prefix; ``("", [])`` when that line cannot be read (the reader then says why)."""
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        return ("file", list(moses_files(path)))
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            first = next((line for line in handle if line.strip()), "").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError):
+        return ("", [])
+    if suffix in (".tsv", ".csv"):
+        if suffix == ".tsv" and tsv_quoting == "literal":
+            return ("column", [name.strip() for name in first.split("\t")])
+        try:
+            fields = next(csv.reader([first], delimiter="\t" if suffix == ".tsv" else ","), [])
+        except csv.Error:
+            return ("", [])
+        return ("column", [name.strip() for name in fields])
+    if suffix in (".jsonl", ".ndjson"):
+        try:
+            record = json.loads(first)
+        except ValueError:
+            return ("", [])
+        return ("key", list(record)) if isinstance(record, dict) else ("", [])
+    return ("", [])
+
+
 def moses_files(prefix: str | Path) -> dict[str, Path]:
     """Language -> file for a Moses prefix ``dir/name`` (files ``dir/name.en``, ...)."""
     prefix = Path(prefix)

@@ -39,6 +39,8 @@ from mlinguality.run.yamlfile import load_yaml
 from mlinguality.sections import Section, locate, parse_value
 from mlinguality.steering.config import SteeringConfig
 
+BIBLE_CONTROL = "en/en:WEB"  # the Bible's same-language control: KJV against the WEB
+
 __all__ = [
     "AblationConfig",
     "CollectionConfig",
@@ -162,7 +164,9 @@ class SelectivityConfig(Section):
         control_pairs: Same-language control pairs ``"en/en:WEB"`` (two translations of one
             language; ``en`` is the corpus's default translation): the floor every pair's
             profile must rise above. Their second languages are collected too, but never
-            selected from or ablated.
+            selected from or ablated. ``None``: the Bible's ``en/en:WEB`` when
+            ``corpus.source`` is the Bible and ``en`` among ``corpus.langs``, else none
+            (:attr:`RunConfig.control_pairs`); ``[]``: none.
         select_metric: Metric used to pick language-specific neurons.
         top_rate: Share of all neurons selected (LAPE: the lowest-entropy share).
         n_permutations: Label permutations for the per-layer and U-shape p-values (0: skip).
@@ -175,8 +179,9 @@ class SelectivityConfig(Section):
         default_factory=lambda: ["topk", "rank_corr", "cohens_d", "verse_distance", "lape"]
     )
     pairs: list[str] | None = None
-    # KJV against the World English Bible: same language, other wording (the floor)
-    control_pairs: list[str] | None = field(default_factory=lambda: ["en/en:WEB"])
+    # None: KJV against the World English Bible on the Bible (same language, other wording:
+    # the floor), nothing on another corpus, which has no second English wording to pair
+    control_pairs: list[str] | None = None
     select_metric: str = "lape"
     top_rate: float = 0.01  # Tang et al. 2024 keep the lowest 1% by LAPE
     n_permutations: int = 200  # smallest attainable p-value 1/201
@@ -296,14 +301,30 @@ class RunConfig(Section):
             if first not in self.corpus.langs:
                 raise MlingualityError(
                     f"selectivity.control_pairs: {pair!r} starts with {first!r}, not in "
-                    f"corpus.langs {self.corpus.langs}; set control_pairs: null or add it"
+                    f"corpus.langs {self.corpus.langs}; set selectivity.control_pairs: [] or "
+                    "add it"
                 )
+
+    @property
+    def control_pairs(self) -> list[str]:
+        """The same-language control pairs this run scores: ``selectivity.control_pairs``, or
+        where that is ``None`` the Bible's KJV/WEB pair (on the Bible, with English).
+
+        >>> RunConfig().control_pairs
+        ['en/en:WEB']
+        >>> RunConfig().with_overrides(["corpus.source=verses.tsv"]).control_pairs
+        []
+        """
+        if self.selectivity.control_pairs is not None:
+            return list(self.selectivity.control_pairs)
+        bible = self.corpus.source == "bible" and "en" in self.corpus.langs
+        return [BIBLE_CONTROL] if bible else []
 
     @property
     def collection_langs(self) -> list[str]:
         """``corpus.langs`` and, after them, the control pairs' languages not among them."""
         langs = list(self.corpus.langs)
-        for pair in self.selectivity.control_pairs or []:
+        for pair in self.control_pairs:
             langs += [lang for lang in pair.split("/") if lang not in langs]
         return langs
 
@@ -362,8 +383,11 @@ class RunConfig(Section):
         """Read a YAML file; errors name the file and the key."""
         path = Path(path)
         data = load_yaml(path, "config")
-        if data is None:
-            data = {}
+        if data is None:  # an empty file (or only comments) would run the whole default job
+            raise MlingualityError(
+                f"config {path}: empty; write its settings (`mlinguality config show` prints "
+                "them all), or leave out the file to run the defaults (the main job)"
+            )
         try:
             return cls.from_dict(data)
         except MlingualityError as error:

@@ -84,8 +84,8 @@ def verify_run(path: Path) -> None:
         problem = damage(path, entry.get("files"))
         if problem is not None:
             raise MlingualityError(
-                f"run {path}: stage {stage}: {problem} recorded in stages.json (edited after "
-                f"the run?); recompute it with `mlinguality run --resume {path}`, {skip}"
+                f"run {path}: stage {stage}'s {problem} (by the record in stages.json: edited "
+                f"since?); recompute it with `mlinguality run --resume {path}`, {skip}"
             )
 
 

@@ -93,7 +93,10 @@ STAGES: tuple[Stage, ...] = (
         "score",
         score,
         outputs=("layer_profile.csv", "u_shape.csv"),
-        settings=lambda c: _without(c.selectivity, "select_metric", "top_rate"),
+        settings=lambda c: {  # the control pairs as resolved (None: the Bible's, on the Bible)
+            **_without(c.selectivity, "select_metric", "top_rate"),
+            "control_pairs": c.control_pairs,
+        },
         reads=("collect",),
     ),
     Stage(
