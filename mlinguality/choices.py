@@ -24,6 +24,9 @@ PaddingSide = Literal["left", "right"]
 TooLong = Literal["error", "truncate"]
 """What to do with a text longer than the model's context."""
 
+TsvQuoting = Literal["literal", "csv"]
+"""How a TSV corpus reads quote marks: as text, or with CSV quoting rules (``corpus.tsv_quoting``)."""
+
 AblationMode = Literal["zero", "mean"]
 """What a run's ablation writes at the selected neurons (``ablation.mode``)."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, Literal
@@ -20,6 +21,7 @@ import yaml
 from mlinguality.errors import MlingualityError
 
 _NONE_WORDS = ("none", "null", "~", "")
+MAX_SEED = 2**32 - 1  # numpy's legacy seed range, which random and torch both include
 
 
 class Section:
@@ -46,6 +48,23 @@ class Section:
         dataclass is constructed.
         """
         return build(cls, data, cls._key)
+
+    def _check_seed(self, name: str) -> None:
+        """A seed every RNG it reaches takes: ``random``, torch (< 2**64, after the offsets
+        the stages add to it) and numpy's legacy ``seed`` (< 2**32, the narrowest)."""
+        value = getattr(self, name)
+        if not 0 <= value <= MAX_SEED:
+            self._fail(name, f"must be in [0, {MAX_SEED}] (2**32 - 1), got {value}")
+
+    def _check_finite(self, name: str, low: float | None = None, strict: bool = False) -> None:
+        """A finite number (not NaN or inf), above ``low`` (``strict``: not equal to it)."""
+        value = getattr(self, name)
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if not math.isfinite(item):
+                self._fail(name, f"must be a finite number, got {item}")
+            if low is not None and (item <= low if strict else item < low):
+                self._fail(name, f"must be {'>' if strict else '>='} {low:g}, got {item:g}")
 
     def _fail(self, name: str, message: str) -> typing.NoReturn:
         key = f"{self._key}.{name}" if self._key else name
@@ -127,7 +146,11 @@ def parse_value(raw: str, hint: Any, key: str) -> Any:
     if inner is str or _origin(inner) is Literal:
         return text
     if _origin(inner) is list and not text.startswith("["):
-        return [part.strip() for part in text.split(",") if part.strip()]
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        (item,) = typing.get_args(inner)
+        if item is str or _origin(item) is Literal:
+            return parts
+        return [parse_value(part, item, f"{key}[{i}]") for i, part in enumerate(parts)]
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:

@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlinguality.choices import TsvQuoting, choices
 from mlinguality.corpus.cleaning import CleaningConfig
 from mlinguality.corpus.core import DROP_REASONS, ParallelCorpus
 from mlinguality.corpus.loading import load_corpus
@@ -129,6 +130,7 @@ def _corpus_info(args: argparse.Namespace) -> int:
         seed=args.seed,
         translations=parse_translations(args.translation),
         clean=clean,
+        tsv_quoting=args.tsv_quoting,
     )
     tokenizer = load_tokenizer(args.model) if args.model else None
     sys.stdout.write(format_info(corpus, describe(corpus, tokenizer), args.books))
@@ -154,4 +156,10 @@ def add_corpus_commands(commands: argparse._SubParsersAction) -> None:
         "--max-length-ratio", type=float, help="length-ratio filter factor (default 3)"
     )
     info.add_argument("--no-clean", action="store_true", help="texts as read; drop nothing")
+    info.add_argument(
+        "--tsv-quoting",
+        choices=choices(TsvQuoting),
+        default="literal",
+        help="quote marks in a .tsv file: text (literal, default) or CSV quoting (csv)",
+    )
     info.set_defaults(handler=_corpus_info)

@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     line says how to resume).
     """
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # no command: the help, not a usage error
+        parser.print_help(sys.stdout)
+        sys.exit(2)
     args, extra = parser.parse_known_args(argv)
     args.extra = extra  # --section.key=value arguments, as `wandb agent` passes them
     if args.extra and not getattr(args, "accepts_overrides", False):

@@ -15,12 +15,29 @@ from mlinguality.errors import MlingualityError
 
 # The main job; when the package is installed without the repository, the RunConfig defaults
 # (which tests keep equal to this file) are used instead.
-PAPER_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "paper.yaml"
+CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+PAPER_CONFIG = CONFIGS / "paper.yaml"
+
+
+def resolve_config(path: Path) -> Path:
+    """A config path as given, or (a bare name that is no file here) the file of that name
+    under ``experiments/configs/``: ``paper`` or ``paper.yaml``."""
+    if path.exists() or path.parent != Path("."):
+        return path
+    for name in (path.name, f"{path.name}.yaml"):
+        shipped = CONFIGS / name
+        if shipped.is_file():
+            return shipped
+    known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml"))) or "(none)"
+    raise MlingualityError(
+        f"config {path}: no such file here, nor under {CONFIGS} (shipped configs: {known})"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
     from mlinguality.run.config import RunConfig
     from mlinguality.run.overrides import agent_overrides
+    from mlinguality.run.resume import saved_config
 
     extra = list(args.extra)
     if args.config is not None and "=" in args.config.name and not args.config.exists():
@@ -31,15 +48,18 @@ def _run(args: argparse.Namespace) -> int:
     overrides = list(args.set or []) + agent_overrides(extra)
     if args.wandb:
         overrides.append(f"tracking.wandb={args.wandb}")
-    if args.resume:
-        if not (args.resume / "config.yaml").is_file():
-            raise MlingualityError(
-                f"--resume {args.resume}: no config.yaml there (not a run folder)"
-            )
-        config = RunConfig.load(args.resume / "config.yaml").with_overrides(overrides)
+    start_from = getattr(args, "start_from", None)
+    if args.resume and start_from:
+        raise MlingualityError("--resume and --from: give one (--from starts a new run)")
+    earlier = args.resume or start_from
+    if args.config is not None:
+        config = RunConfig.load(resolve_config(args.config))
+    elif earlier is not None:  # the earlier run's own config
+        flag = "--resume" if args.resume else "--from"
+        config = saved_config(earlier, flag)
     else:
-        config = RunConfig.load(args.config) if args.config else RunConfig()
-        config = config.with_overrides(overrides)
+        config = RunConfig()
+    config = config.with_overrides(overrides)
     if args.dry_run:  # the resolved config, and nothing run
         sys.stdout.write(config.dump())
         return 0
@@ -47,9 +67,9 @@ def _run(args: argparse.Namespace) -> int:
     from mlinguality.run.team import run_team, world_size
 
     if world_size() > 1:  # under torchrun: rank 0 leads, the others serve (run/team.py)
-        run_dir = run_team(config, resume=args.resume)
+        run_dir = run_team(config, resume=args.resume, start_from=start_from)
     else:
-        run_dir = run_experiment(config, resume=args.resume)
+        run_dir = run_experiment(config, resume=args.resume, start_from=start_from)
     if run_dir is not None:
         sys.stdout.write(f"report: {run_dir / 'report.md'}\n")
     return 0
@@ -84,7 +104,19 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
         "else offline)",
     )
     command.add_argument(
-        "--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run in its folder"
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="finish an interrupted run in its folder, with its own config (no other config, "
+        "no --set)",
+    )
+    command.add_argument(
+        "--from",
+        dest="start_from",
+        type=Path,
+        metavar="RUN_DIR",
+        help="start a new run (CONFIG, else RUN_DIR's config, with any --set) that copies in "
+        "RUN_DIR's finished stages whose settings still match",
     )
     command.add_argument(
         "--dry-run",
@@ -98,7 +130,12 @@ def add_run_commands(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser(
         "run", help="run the whole pipeline from a YAML config", allow_abbrev=False
     )
-    run.add_argument("config", nargs="?", type=Path, help="YAML under experiments/configs/")
+    run.add_argument(
+        "config",
+        nargs="?",
+        type=Path,
+        help="a YAML file, or the name of one under experiments/configs/ (paper, paper.yaml)",
+    )
     _add_run_options(run)
     run.set_defaults(handler=_run, accepts_overrides=True)
     demo = commands.add_parser(

@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from mlinguality.choices import TsvQuoting
 from mlinguality.corpus.adapters import as_corpus
 from mlinguality.corpus.bible import read_bible
 from mlinguality.corpus.cleaning import CleaningConfig
@@ -40,11 +41,13 @@ def parse_langs(langs: str | Sequence[str]) -> list[str]:
     return codes
 
 
-def _read_file_source(source: str, langs: list[str]) -> list[RawExample]:
+def _read_file_source(
+    source: str, langs: list[str], tsv_quoting: TsvQuoting = "literal"
+) -> list[RawExample]:
     path = Path(source).expanduser()
     suffix = path.suffix.lower()
     if path.is_file() and suffix in (".tsv", ".csv"):
-        return read_table(path, langs)
+        return read_table(path, langs, tsv_quoting)
     if path.is_file() and suffix in (".jsonl", ".ndjson"):
         return read_jsonl(path, langs)
     if moses_files(path):
@@ -69,6 +72,7 @@ def load_corpus(
     seed: int = 0,
     translations: dict[str, str] | None = None,
     clean: bool | CleaningConfig = True,
+    tsv_quoting: TsvQuoting = "literal",
 ) -> ParallelCorpus:
     """Read, clean and validate a parallel corpus.
 
@@ -89,6 +93,9 @@ def load_corpus(
             (``{"en": "WEB"}``); the default is a public-domain translation where there is one.
         clean: ``True`` (default cleaning), a :class:`CleaningConfig`, or ``False`` for the texts
             as read (NFC) with nothing dropped.
+        tsv_quoting: A ``.tsv`` file's quote marks: ``"literal"`` (text, the default) or
+            ``"csv"`` (CSV quoting rules, as a ``.csv`` file always has;
+            :func:`~mlinguality.corpus.readers.read_table`).
 
     Returns:
         The corpus; ``drops`` says how many examples were dropped and why.
@@ -115,7 +122,7 @@ def load_corpus(
             raise MlingualityError(
                 f"{source}: books and translations apply only to the {BIBLE!r} source"
             )
-        rows = _read_file_source(source, codes)
+        rows = _read_file_source(source, codes, tsv_quoting)
     corpus = build_corpus(rows, codes, clean=clean, source=source, translations=named)
     logger.info(
         "corpus %s: %d examples in %s; dropped %s",

@@ -12,11 +12,11 @@ only (``str.splitlines`` would also split on U+2028 and other separators inside 
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from mlinguality.choices import TsvQuoting
 from mlinguality.corpus.core import RawExample
 from mlinguality.errors import MlingualityError
 
@@ -72,19 +72,27 @@ def _missing(path: Path, langs: Sequence[str], available: Sequence[str], what: s
         )
 
 
-def read_table(path: str | Path, langs: Sequence[str]) -> list[RawExample]:
+def read_table(
+    path: str | Path, langs: Sequence[str], tsv_quoting: TsvQuoting = "literal"
+) -> list[RawExample]:
     """Read a TSV (``.tsv``) or CSV (other suffixes) file whose header row names the languages.
 
-    The header holds language codes and optionally an ``example_id`` (or ``id``) column. Fields
-    may be quoted (CSV rules, also in TSV).
+    The header holds language codes and optionally an ``example_id`` (or ``id``) column. A TSV
+    file is literal by default: one row per line, fields split at tabs, quote marks are text
+    (``"Blessed," said he`` stays as written). ``tsv_quoting="csv"`` reads it with CSV quoting
+    rules instead (a field in double quotes, ``""`` for a quote mark inside it), as a ``.csv``
+    file always is. A quoted field must close on its own line: a quote left open is an error
+    at the line where it opens.
     """
     path = Path(path)
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
-    try:
-        header = [name.strip() for name in next(reader)]
-    except csv.Error as error:
-        raise MlingualityError(f"{path}:1: {error}") from None
+    text = read_text(path)
+    if path.suffix.lower() == ".tsv" and tsv_quoting == "literal":
+        records = [(line, content.split("\t")) for line, content in _numbered(text)]
+    else:
+        records = _quoted_records(path, text, "\t" if path.suffix.lower() == ".tsv" else ",")
+    if not records:
+        raise MlingualityError(f"{path}: empty file")
+    header = [name.strip() for name in records[0][1]]
     _missing(path, langs, header, "column")
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated == [LEGACY_ID_FIELD]:
@@ -97,14 +105,7 @@ def read_table(path: str | Path, langs: Sequence[str]) -> list[RawExample]:
     columns = {name: index for index, name in enumerate(header)}
     ids = id_field(header, langs)
     rows: list[RawExample] = []
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as error:
-            raise MlingualityError(f"{path}:{reader.line_num}: {error}") from None
-        line = reader.line_num
+    for line, fields in records[1:]:
         if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue  # a blank line
         if len(fields) != len(header):
@@ -119,18 +120,63 @@ def read_table(path: str | Path, langs: Sequence[str]) -> list[RawExample]:
     return rows
 
 
+def _numbered(text: str) -> list[tuple[int, str]]:
+    return list(enumerate(split_lines(text), start=1))
+
+
+def _quoted_records(path: Path, text: str, delimiter: str) -> list[tuple[int, list[str]]]:
+    """``(line, fields)`` of each record under CSV quoting rules, one record per line."""
+    records = []
+    literal = (
+        " (or read quote marks as text: corpus.tsv_quoting=literal)" if delimiter == "\t" else ""
+    )
+    for line, content in _numbered(text):
+        reader = csv.reader([content], delimiter=delimiter, strict=True)
+        try:
+            fields = next(reader, [])
+        except csv.Error as error:
+            if "unexpected end of data" in str(error):
+                problem = "a quote mark opens a field that is not closed on this line; close it"
+            else:
+                problem = "text follows a quoted field; quote the whole field"
+            raise MlingualityError(
+                f'{path}:{line}: {problem}, writing a quote mark inside it as ""{literal}'
+            ) from None
+        records.append((line, fields))
+    return records
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object's pairs as a dict, refusing a repeated key (``json`` keeps the last)."""
+    record: dict = {}
+    for key, value in pairs:
+        if key in record:
+            raise _RepeatedKey(key)
+        record[key] = value
+    return record
+
+
 def read_jsonl(path: str | Path, langs: Sequence[str]) -> list[RawExample]:
     """Read JSON lines, one object per example: ``{"example_id": ..., "en": ..., "fr": ...}``
-    (``"id"`` also names the id, unless Indonesian is requested)."""
+    (``"id"`` also names the id, unless Indonesian is requested). A key repeated in one object
+    is an error (plain ``json`` would silently keep the last value)."""
     path = Path(path)
     rows: list[RawExample] = []
     for line, content in enumerate(split_lines(read_text(path)), start=1):
         if not content.strip():
             continue
         try:
-            record = json.loads(content)
+            record = json.loads(content, object_pairs_hook=_unique_pairs)
         except json.JSONDecodeError as error:
             raise MlingualityError(f"{path}:{line}: invalid JSON ({error.msg})") from None
+        except _RepeatedKey as error:
+            raise MlingualityError(
+                f"{path}:{line}: key {error.args[0]!r} appears twice in one object; keep one"
+            ) from None
         if not isinstance(record, dict):
             raise MlingualityError(f"{path}:{line}: expected a JSON object")
         where = f"{path}:{line}"
@@ -142,6 +188,36 @@ def read_jsonl(path: str | Path, langs: Sequence[str]) -> list[RawExample]:
         example_id = str(record[ids]) if ids else f"{path.name}:{line}"
         rows.append(RawExample(example_id, {lang: record[lang] for lang in langs}, where))
     return rows
+
+
+def file_languages(path: str | Path, tsv_quoting: TsvQuoting = "literal") -> tuple[str, list[str]]:
+    """What a corpus file offers, read cheaply from its first line: ``("column", header)`` of a
+    TSV/CSV file, ``("key", keys)`` of a JSONL file's first object, ``("file", languages)`` of
+    a Moses prefix; ``("", [])`` when that line cannot be read (the reader then says why)."""
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        return ("file", list(moses_files(path)))
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            first = next((line for line in handle if line.strip()), "").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError):
+        return ("", [])
+    if suffix in (".tsv", ".csv"):
+        if suffix == ".tsv" and tsv_quoting == "literal":
+            return ("column", [name.strip() for name in first.split("\t")])
+        try:
+            fields = next(csv.reader([first], delimiter="\t" if suffix == ".tsv" else ","), [])
+        except csv.Error:
+            return ("", [])
+        return ("column", [name.strip() for name in fields])
+    if suffix in (".jsonl", ".ndjson"):
+        try:
+            record = json.loads(first)
+        except ValueError:
+            return ("", [])
+        return ("key", list(record)) if isinstance(record, dict) else ("", [])
+    return ("", [])
 
 
 def moses_files(prefix: str | Path) -> dict[str, Path]:

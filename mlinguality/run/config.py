@@ -17,6 +17,7 @@ mlinguality.errors.MlingualityError: unknown key 'selectivity.top_rat' (did you 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from mlinguality.choices import (
     Dtype,
     Positions,
     TooLong,
+    TsvQuoting,
     WandbMode,
 )
 from mlinguality.dashboards.config import ExamplesConfig
@@ -36,6 +38,8 @@ from mlinguality.errors import MlingualityError
 from mlinguality.run.yamlfile import load_yaml
 from mlinguality.sections import Section, locate, parse_value
 from mlinguality.steering.config import SteeringConfig
+
+BIBLE_CONTROL = "en/en:WEB"  # the Bible's same-language control: KJV against the WEB
 
 __all__ = [
     "AblationConfig",
@@ -90,6 +94,9 @@ class CorpusConfig(Section):
         translations: Bible translation per language, overriding the database's default.
         too_long: A text longer than the model's context: ``"error"`` names the example;
             ``"truncate"`` cuts it to the context with a warning.
+        tsv_quoting: Quote marks in a ``.tsv`` corpus: ``"literal"`` reads them as text (one
+            row per line, fields split at tabs); ``"csv"`` applies CSV quoting (a field in
+            double quotes, ``""`` for a quote mark inside). A ``.csv`` file is always CSV.
     """
 
     _key = "corpus"
@@ -104,6 +111,7 @@ class CorpusConfig(Section):
     eval_fraction: float = 0.5
     translations: dict[str, str] | None = None
     too_long: TooLong = "error"
+    tsv_quoting: TsvQuoting = "literal"  # `"Blessed," said he` is text, not a quoted field
 
     def validate(self) -> None:
         if len(self.langs) < 2:
@@ -114,6 +122,7 @@ class CorpusConfig(Section):
             self._fail("limit", f"must be >= 2 (or null for all), got {self.limit}")
         if not 0.0 < self.eval_fraction < 1.0:
             self._fail("eval_fraction", f"must be in (0, 1), got {self.eval_fraction}")
+        self._check_seed("seed")
 
 
 @dataclass
@@ -155,7 +164,9 @@ class SelectivityConfig(Section):
         control_pairs: Same-language control pairs ``"en/en:WEB"`` (two translations of one
             language; ``en`` is the corpus's default translation): the floor every pair's
             profile must rise above. Their second languages are collected too, but never
-            selected from or ablated.
+            selected from or ablated. ``None``: the Bible's ``en/en:WEB`` when
+            ``corpus.source`` is the Bible and ``en`` among ``corpus.langs``, else none
+            (:attr:`RunConfig.control_pairs`); ``[]``: none.
         select_metric: Metric used to pick language-specific neurons.
         top_rate: Share of all neurons selected (LAPE: the lowest-entropy share).
         n_permutations: Label permutations for the per-layer and U-shape p-values (0: skip).
@@ -168,8 +179,9 @@ class SelectivityConfig(Section):
         default_factory=lambda: ["topk", "rank_corr", "cohens_d", "verse_distance", "lape"]
     )
     pairs: list[str] | None = None
-    # KJV against the World English Bible: same language, other wording (the floor)
-    control_pairs: list[str] | None = field(default_factory=lambda: ["en/en:WEB"])
+    # None: KJV against the World English Bible on the Bible (same language, other wording:
+    # the floor), nothing on another corpus, which has no second English wording to pair
+    control_pairs: list[str] | None = None
     select_metric: str = "lape"
     top_rate: float = 0.01  # Tang et al. 2024 keep the lowest 1% by LAPE
     n_permutations: int = 200  # smallest attainable p-value 1/201
@@ -191,6 +203,7 @@ class SelectivityConfig(Section):
             parts = pair.split("/")
             if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
                 self._fail("control_pairs", f"{pair!r} is not of the form 'en/en:WEB'")
+        self._check_seed("seed")
 
 
 @dataclass
@@ -282,19 +295,36 @@ class RunConfig(Section):
     def validate(self) -> None:
         if not self.name or "/" in self.name:
             self._fail("name", f"must be a non-empty folder name, got {self.name!r}")
+        self._check_seed("seed")
         for pair in self.selectivity.control_pairs or []:
             first = pair.split("/")[0]
             if first not in self.corpus.langs:
                 raise MlingualityError(
                     f"selectivity.control_pairs: {pair!r} starts with {first!r}, not in "
-                    f"corpus.langs {self.corpus.langs}; set control_pairs: null or add it"
+                    f"corpus.langs {self.corpus.langs}; set selectivity.control_pairs: [] or "
+                    "add it"
                 )
+
+    @property
+    def control_pairs(self) -> list[str]:
+        """The same-language control pairs this run scores: ``selectivity.control_pairs``, or
+        where that is ``None`` the Bible's KJV/WEB pair (on the Bible, with English).
+
+        >>> RunConfig().control_pairs
+        ['en/en:WEB']
+        >>> RunConfig().with_overrides(["corpus.source=verses.tsv"]).control_pairs
+        []
+        """
+        if self.selectivity.control_pairs is not None:
+            return list(self.selectivity.control_pairs)
+        bible = self.corpus.source == "bible" and "en" in self.corpus.langs
+        return [BIBLE_CONTROL] if bible else []
 
     @property
     def collection_langs(self) -> list[str]:
         """``corpus.langs`` and, after them, the control pairs' languages not among them."""
         langs = list(self.corpus.langs)
-        for pair in self.selectivity.control_pairs or []:
+        for pair in self.control_pairs:
             langs += [lang for lang in pair.split("/") if lang not in langs]
         return langs
 
@@ -312,6 +342,36 @@ class RunConfig(Section):
             return self.collection.batch_tokens
         return 32768 if self.model.device.startswith("cuda") else 4096
 
+    def with_absolute_paths(self, base: str | Path | None = None) -> RunConfig:
+        """A copy whose paths are absolute (relative ones resolved against ``base``, default
+        the working directory): ``output_dir``, ``cache_dir``, ``corpus.source`` (unless the
+        Bible), ``collection.stats``, and ``model.spec`` when it names a local folder. A run
+        saves its config so, and ``--resume`` from another folder reads the same files.
+
+        >>> RunConfig().with_absolute_paths("/work").corpus.source
+        'bible'
+        >>> RunConfig().with_absolute_paths("/work").cache_dir
+        '/work/runs/.cache'
+        """
+        root = Path.cwd() if base is None else Path(base)
+
+        def absolute(path: str) -> str:
+            return os.path.normpath(root / Path(path).expanduser())
+
+        data = self.to_dict()
+        data["output_dir"] = absolute(self.output_dir)
+        if self.cache_dir is not None:
+            data["cache_dir"] = absolute(self.cache_dir)
+        if self.corpus.source != "bible":
+            data["corpus"]["source"] = absolute(self.corpus.source)
+        if self.collection.stats is not None:
+            data["collection"]["stats"] = absolute(self.collection.stats)
+        spec = self.model.spec
+        named = spec in ("tiny", ModelConfig.spec) or spec.startswith("tiny:")  # not paths
+        if not named and (root / Path(spec).expanduser()).is_dir():
+            data["model"]["spec"] = absolute(spec)
+        return type(self).from_dict(data)
+
     # --- views ----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -323,8 +383,11 @@ class RunConfig(Section):
         """Read a YAML file; errors name the file and the key."""
         path = Path(path)
         data = load_yaml(path, "config")
-        if data is None:
-            data = {}
+        if data is None:  # an empty file (or only comments) would run the whole default job
+            raise MlingualityError(
+                f"config {path}: empty; write its settings (`mlinguality config show` prints "
+                "them all), or leave out the file to run the defaults (the main job)"
+            )
         try:
             return cls.from_dict(data)
         except MlingualityError as error:

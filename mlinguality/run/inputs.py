@@ -53,6 +53,7 @@ class RunInputs:
                 limit=corpus_cfg.limit,
                 seed=corpus_cfg.seed,
                 translations=corpus_cfg.translations,
+                tsv_quoting=corpus_cfg.tsv_quoting,
             )
             corpus = fit_context(corpus, self.model, corpus_cfg.too_long)
             select, evaluate = corpus.split(corpus_cfg.eval_fraction)

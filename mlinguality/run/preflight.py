@@ -76,6 +76,7 @@ def preflight(config: RunConfig, model=None) -> bool:
     source = config.corpus.source
     if source != "bible" and Path(source).suffix and not Path(source).is_file():
         raise MlingualityError(f"corpus.source {source}: no such file")
+    _check_corpus_languages(config)
     problem = _writable_dir(Path(config.output_dir), "output_dir")
     if problem:
         raise MlingualityError(problem)
@@ -127,3 +128,31 @@ def _check_names(config: RunConfig) -> None:
             raise MlingualityError(
                 f"selectivity.pairs: {pair!r} names {missing[0]!r}, not in corpus.langs"
             )
+
+
+def _check_corpus_languages(config: RunConfig) -> None:
+    """Every language the run collects is a column (key, file) of a corpus file, read from its
+    first line: a missing one stops the run here, before its folder or W&B run exist."""
+    from mlinguality.corpus.readers import ID_FIELD, LEGACY_ID_FIELD, file_languages
+
+    source = config.corpus.source
+    if source == "bible":
+        return
+    what, available = file_languages(source, config.corpus.tsv_quoting)
+    if not what:
+        return  # unreadable first line: the corpus reader names the line and the fault
+    if what == "file" and not available:
+        return  # no Moses files either: the reader says which sources it understands
+    listed = ", ".join(a for a in available if a not in (ID_FIELD, LEGACY_ID_FIELD)) or "(none)"
+    for lang in config.collection_langs:
+        if lang in available:
+            continue
+        if lang in config.corpus.langs:
+            raise MlingualityError(
+                f"corpus.langs: {source} has no {what} for language {lang!r}; available: {listed}"
+            )
+        pair = next(p for p in config.control_pairs if lang in p.split("/"))
+        raise MlingualityError(
+            f"selectivity.control_pairs: {pair!r} needs {lang!r}, but {source} has no "
+            f"{what} for it (available: {listed}); set selectivity.control_pairs: [] or add it"
+        )

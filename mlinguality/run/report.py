@@ -119,7 +119,7 @@ def write_report(
 
 
 def write_plots(config: RunConfig, files: RunFiles) -> None:
-    """The report's PNGs under ``plots/``."""
+    """The report's PNGs under ``plots/``, and the ablation heatmap ``ablation.png``."""
     run_dir = files.run_dir
     if files.profile is not None and len(files.profile):
         from mlinguality.selectivity.plots import plot_profile_grid
@@ -136,6 +136,11 @@ def write_plots(config: RunConfig, files: RunFiles) -> None:
         from mlinguality.selectivity.overlap import plot_language_overlap
 
         plot_language_overlap(files.overlap, run_dir / "plots" / "language_overlap.png")
+    if files.ablation is not None:
+        from mlinguality.run.ablation_plot import plot_ablation
+
+        meta = {"metric": config.selectivity.select_metric, "top_rate": config.selectivity.top_rate}
+        plot_ablation(files.ablation, meta, run_dir)
 
 
 def _header(config: RunConfig, files: RunFiles, summary: dict) -> list[str]:
@@ -391,7 +396,8 @@ def _ablation_section(config: RunConfig, files: RunFiles) -> list[str]:
     lines: list[str] = []
     if ablation is not None:
         lines += ["", "## Ablation: change in bits per byte", ""]
-        lines += ["![ablation heatmap](ablation.png)", ""]
+        if config.plots:
+            lines += ["![ablation heatmap](ablation.png)", ""]
         langs = ablation["langs"]
         lines.append(
             f"Rows: whose neurons were ablated (count), then the {COUNT_MATCHED} control (the "

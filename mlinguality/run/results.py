@@ -32,11 +32,61 @@ __all__ = ["Comparison", "Run", "compare"]
 
 
 def _json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise MlingualityError(
+            f"{path}: not valid JSON ({_first_line(error)}); {_DAMAGED}"
+        ) from None
 
 
 def _csv(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as error:  # pandas' ParserError is a ValueError
+        raise MlingualityError(
+            f"{path}: not a readable CSV ({_first_line(error)}); {_DAMAGED}"
+        ) from None
+
+
+_DAMAGED = "was it edited or cut short? rerun the stage that writes it"
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def verify_run(path: Path) -> None:
+    """Check every finished stage's files against the sizes and sha256 sums in ``stages.json``.
+
+    Raises:
+        MlingualityError: naming the first file that differs (or a missing or unreadable record).
+    """
+    from mlinguality.run.stage_cache import damage
+
+    record = path / "stages.json"
+    skip = "or Run.load(path, verify=False) to read the files as they are"
+    try:
+        entries = json.loads(record.read_text(encoding="utf-8"))
+    except FileNotFoundError:  # no stage ever finished: no outputs to check
+        return
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise MlingualityError(f"{record}: unreadable ({_first_line(error)}); {skip}") from None
+    if not isinstance(entries, dict):
+        raise MlingualityError(f"{record}: not a mapping of stages; {skip}")
+    for stage, entry in entries.items():
+        if not isinstance(entry, dict) or entry.get("status", "done") != "done":
+            continue  # an unfinished stage records no checksums; its files are not read back
+        problem = damage(path, entry.get("files"))
+        if problem is not None:
+            raise MlingualityError(
+                f"run {path}: stage {stage}'s {problem} (by the record in stages.json: edited "
+                f"since?); recompute it with `mlinguality run --resume {path}`, {skip}"
+            )
 
 
 @dataclass
@@ -67,15 +117,25 @@ class Run:
     ablation: dict[str, Any] | None = None
 
     @classmethod
-    def load(cls, path: str | Path) -> Run:
+    def load(cls, path: str | Path, verify: bool = True) -> Run:
         """Read a run folder written by ``mlinguality run`` (or :func:`run_experiment`).
 
+        Args:
+            path: The run folder.
+            verify: Check every finished stage's files against the sha256 sums recorded in
+                ``stages.json`` first, so a hand-edited ``selected_neurons.csv`` is refused
+                rather than served beside masks that disagree with it (``False``: read the
+                files as they are).
+
         Raises:
-            MlingualityError: ``path`` is not a run folder (no ``config.yaml``).
+            MlingualityError: ``path`` is not a run folder (no ``config.yaml``), or (``verify``)
+                a file differs from its record, naming it.
         """
         path = Path(path)
         if not (path / "config.yaml").is_file():
             raise MlingualityError(f"run {path}: no config.yaml there (not a run folder)")
+        if verify:
+            verify_run(path)
         meta = _json(path / "selected_neurons.json") or {}
         return cls(
             path=path,

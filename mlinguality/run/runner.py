@@ -11,8 +11,8 @@
 - ``selectivity.csv``, ``selected_neurons.safetensors``: the language-specific neurons
   (count per language and layer; the masks), and ``selected_neurons.csv``/``.json``: one row
   per (lang, layer, neuron, score);
-- ``ablation.csv``, ``ablation.json``, ``ablation.png``: per-language bits per byte under every
-  ablation, the matrix of changes and its diagonal dominance;
+- ``ablation.csv``, ``ablation.json``: per-language bits per byte under every ablation, the
+  matrix of changes and its diagonal dominance (``ablation.png``, its heatmap, with plots on);
 - ``summary.json`` (the headline numbers), ``report.md`` with the plots under ``plots/``;
 - ``stages.json``: each stage's status, its key, and the size and sha256 of its outputs
   (:mod:`mlinguality.run.stage_cache`).
@@ -52,8 +52,9 @@ from mlinguality.run.config import RunConfig
 from mlinguality.run.failures import stop_run
 from mlinguality.run.inputs import RunInputs, StageContext
 from mlinguality.run.keys import input_fingerprints, stage_keys
-from mlinguality.run.locks import checkpoint_dir, release
+from mlinguality.run.locks import checkpoint_dir, lock_run, release
 from mlinguality.run.preflight import preflight
+from mlinguality.run.resume import check_same_config, is_finished, source_run
 from mlinguality.run.stage_cache import StageLog, clean_stale_temps
 from mlinguality.run.stages import enabled_stages
 
@@ -73,32 +74,52 @@ def new_run_dir(config: RunConfig) -> Path:
 
 
 def run_experiment(
-    config: RunConfig, resume: str | Path | None = None, model=None, team=None
+    config: RunConfig,
+    resume: str | Path | None = None,
+    model=None,
+    team=None,
+    start_from: str | Path | None = None,
 ) -> Path:
     """Run (or resume) the whole pipeline; return the run folder.
 
     Args:
-        config: The resolved run configuration.
-        resume: An earlier run folder to finish; stages whose settings are unchanged are kept.
+        config: The resolved run configuration (its relative paths are made absolute against
+            the working directory, and saved so).
+        resume: An earlier run folder to finish with its own config (another config is
+            refused, naming the first key that differs; a finished run is left as it is).
         model: A model already loaded (a notebook or test session that holds it saves the
             load; or your own TransformerBridge); by default ``config.model.spec`` is loaded
             when a stage first needs it. Cached stages are then keyed on its weights
             (:func:`~mlinguality.fingerprint.model_fingerprint`), not on ``model.spec``.
         team: Under torchrun, rank 0's :class:`~mlinguality.run.team.Team`: collection
             and ablation are then shared with the other ranks (:mod:`mlinguality.run.team`).
+        start_from: An earlier run folder whose finished stages a new run reuses where their
+            keys match (``mlinguality run --from RUN_DIR``).
     """
+    config = config.with_absolute_paths()
+    if resume is not None and start_from is not None:
+        raise MlingualityError("--resume and --from: give one (--from starts a new run)")
+    if resume is not None:
+        check_same_config(config, Path(resume))
+    source = StageLog(source_run(Path(start_from)), None) if start_from is not None else None
     cache_writable = preflight(config, model)
     start = time.perf_counter()
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise MlingualityError(f"--resume {run_dir}: no config.yaml there (not a run folder)")
+        lock = lock_run(run_dir)
     else:
         run_dir = new_run_dir(config)
+        lock = lock_run(run_dir)
     cache = Path(config.cache_dir) if config.cache_dir else None
-    log = StageLog(run_dir, cache, cache_writable)
+    log = StageLog(run_dir, cache, cache_writable, source=source)
     tracker = None
     try:
+        keys = stage_keys(config, input_fingerprints(config, model, cache))
+        if resume is not None and is_finished(
+            run_dir, keys, [stage.name for stage in enabled_stages(config)]
+        ):
+            logger.info("run %s is finished; nothing to resume", run_dir)
+            return run_dir
         config.dump(run_dir / "config.yaml")
         logger.info("run folder %s", run_dir)
         from mlinguality.run.tracking import Tracker
@@ -106,7 +127,7 @@ def run_experiment(
         # W&B opens now, with the config, so a long run shows live progress (and a crash shows)
         tracker = Tracker(config.tracking, config.to_dict(), run_dir, name=run_dir.name)
         tracker.start()
-        keys, origins = _run_stages(config, run_dir, log, model, tracker, team)
+        origins = _run_stages(config, run_dir, log, keys, model, tracker, team)
         from mlinguality.run.report import write_report
 
         total = time.perf_counter() - start
@@ -119,6 +140,8 @@ def run_experiment(
             tracker.finish(exit_code=1)
         stop_run(error, config, run_dir, log, fresh=resume is None)
         raise  # only for exceptions _stop leaves alone (SystemExit)
+    finally:
+        lock.release()
     tracker.finish()
     if tracker.offline_dir is not None:
         logger.info("W&B offline run: upload later with `wandb sync %s`", tracker.offline_dir)
@@ -126,15 +149,14 @@ def run_experiment(
     return run_dir
 
 
-def _run_stages(config: RunConfig, run_dir: Path, log: StageLog, model, tracker, team=None):
-    """Run (or reuse) every enabled stage in declared order; return the stage keys and origins."""
+def _run_stages(config: RunConfig, run_dir: Path, log: StageLog, keys, model, tracker, team=None):
+    """Run (or reuse) every enabled stage in declared order; return their origins."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     from mlinguality.model import set_threads
 
     set_threads(config.model.threads)
     home = log.cache_dir if log.cache_writable else run_dir
-    keys = stage_keys(config, input_fingerprints(config, model, log.cache_dir))
     inputs = RunInputs(config, model=model, team=team)
     clean_stale_temps(home)
     stages = enabled_stages(config)
@@ -153,9 +175,8 @@ def _run_stages(config: RunConfig, run_dir: Path, log: StageLog, model, tracker,
                 stage.name, keys[stage.name], stage.outputs, partial(stage.step, context)
             )
         finally:
-            if lock is not None:
-                release(lock, home, run_dir)
+            release(lock)
         if team is not None and stage.name == last_team_stage:
             team.stop()
         tracker.log_stage(stage.name, done, len(stages), log.entries[stage.name]["seconds"])
-    return keys, origins
+    return origins

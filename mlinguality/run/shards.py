@@ -26,6 +26,12 @@ def merge_folders(folders: list[Path], out: Path) -> dict:
     if not folders:
         raise MlingualityError("merge: name at least one stats folder")
     for folder in folders:
+        if Path(folder).resolve() == Path(out).resolve():
+            raise MlingualityError(
+                f"merge: --out {out} is one of the shard folders merged; it would be "
+                "overwritten: choose a new folder for the merged stats"
+            )
+    for folder in folders:
         if not any(Path(folder).glob("*.safetensors")):
             raise MlingualityError(f"merge: {folder} holds no statistics (*.safetensors)")
     parts = [load_stats(folder) for folder in folders]

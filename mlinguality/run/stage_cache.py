@@ -48,7 +48,12 @@ def damage(folder: Path, files: dict[str, list] | None) -> str | None:
     """None when every recorded file is present with its size and checksum, else what is wrong."""
     if not files:
         return "no checksums recorded"
-    for name, (size, digest) in files.items():
+    if not isinstance(files, dict):
+        return f"its record of files is {type(files).__name__}, not a mapping"
+    for name, record in files.items():
+        if not (isinstance(record, list) and len(record) == 2 and isinstance(record[0], int)):
+            return f"the record of {name} is not [size, sha256]"
+        size, digest = record
         path = folder / name
         if not path.is_file():
             return f"{name} is missing"
@@ -96,6 +101,22 @@ def clean_stale_temps(folder: Path) -> list[Path]:
     return removed
 
 
+def read_entries(path: Path) -> dict[str, dict]:
+    """The stage entries of a ``stages.json`` (none if it is absent; unreadable ones are
+    dropped with a warning, so their stages are recomputed, never trusted)."""
+    try:
+        entries = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        logger.warning("%s is unreadable (%s); its stages are recomputed", path, error)
+        return {}
+    if not isinstance(entries, dict):
+        logger.warning("%s is not a mapping of stages; its stages are recomputed", path)
+        return {}
+    return {name: entry for name, entry in entries.items() if isinstance(entry, dict)}
+
+
 class StageLog:
     """``stages.json`` of a run folder, and the stage cache behind it.
 
@@ -103,18 +124,25 @@ class StageLog:
         run_dir: The run folder.
         cache_dir: The stage cache (``None``: no reuse across runs).
         cache_writable: Store finished stages in the cache (a read-only cache is still read).
+        source: Another run's stage record (``mlinguality run --from RUN_DIR``): its finished
+            stages whose keys match are copied in, before the cache is asked.
     """
 
-    def __init__(self, run_dir: Path, cache_dir: Path | None, cache_writable: bool = True) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        cache_dir: Path | None,
+        cache_writable: bool = True,
+        source: StageLog | None = None,
+    ) -> None:
         self.run_dir = run_dir
         self.cache_dir = cache_dir
         self.cache_writable = cache_writable and cache_dir is not None
+        self.source = source
         self.path = run_dir / "stages.json"
-        try:
-            self.entries: dict[str, dict] = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.entries = {}
+        self.entries: dict[str, dict] = read_entries(self.path)
         self.current: str | None = None
+        self.started = False  # a stage of this run was reached (computed, copied or kept)
 
     @property
     def finished(self) -> dict[str, dict]:
@@ -164,6 +192,7 @@ class StageLog:
         """Reuse ``stage`` (whose outputs are ``names``) from this folder or the cache, else
         compute it; return the origin."""
         names = list(names)
+        self.started = True
         if self._usable_here(stage, key):
             logger.info("stage %s: already done in %s", stage, self.run_dir)
             return "resumed"
@@ -172,7 +201,12 @@ class StageLog:
         self.current = stage
         self.entries[stage] = {"key": key, "status": "running", "pid": os.getpid()}
         self._save()
-        if self._usable_cache(cached):
+        if self.source is not None and self.source._usable_here(stage, key):
+            logger.info("stage %s: reusing it from %s", stage, self.source.run_dir)
+            for name in names:
+                copy(self.source.run_dir / name, self.run_dir / name)
+            origin = f"run:{self.source.run_dir.name}"
+        elif self._usable_cache(cached):
             logger.info("stage %s: reusing %s", stage, cached)
             for name in names:
                 copy(cached / name, self.run_dir / name)

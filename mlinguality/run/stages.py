@@ -96,7 +96,10 @@ STAGES: tuple[Stage, ...] = (
         "score",
         score,
         outputs=("layer_profile.csv", "u_shape.csv"),
-        settings=lambda c: _without(c.selectivity, "select_metric", "top_rate"),
+        settings=lambda c: {  # the control pairs as resolved (None: the Bible's, on the Bible)
+            **_without(c.selectivity, "select_metric", "top_rate"),
+            "control_pairs": c.control_pairs,
+        },
         reads=("collect",),
     ),
     Stage(
@@ -130,7 +133,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "ablate",
         ablate,
-        outputs=("ablation.csv", "ablation.json", "ablation.png"),
+        outputs=("ablation.csv", "ablation.json"),  # the report draws ablation.png
         settings=lambda c: {"ablation": _without(c.ablation, "batch_tokens"), "seed": c.seed},
         reads=("select",),
         enabled=lambda c: c.ablation.enabled,

@@ -231,7 +231,7 @@ def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
     return prefix.rstrip(".") or "config"
 
 
-def run_team(config, resume: Path | None = None) -> Path | None:
+def run_team(config, resume: Path | None = None, start_from: Path | None = None) -> Path | None:
     """The whole run under torchrun: rank 0 leads (returns the run folder), others serve."""
     import torch.distributed as dist
 
@@ -242,7 +242,7 @@ def run_team(config, resume: Path | None = None) -> Path | None:
     try:
         if team.is_leader:
             try:
-                run_dir = run_experiment(config, resume=resume, team=team)
+                run_dir = run_experiment(config, resume=resume, team=team, start_from=start_from)
             except BaseException:
                 # the workers may have stopped on the same error already, and torchrun's SIGTERM
                 # may arrive now (a rank died): keep rank 0's line either way

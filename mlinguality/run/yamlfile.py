@@ -1,4 +1,8 @@
-"""Strict YAML files: one-line errors naming the file and line, and no repeated keys."""
+"""Strict YAML files: one-line errors naming the file and line, and no repeated keys.
+
+Merge keys (``<<: *defaults``) work as in ``yaml.safe_load``: a key written in the mapping
+overrides the merged one; only a key written twice in one mapping is refused.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import yaml
 
 from mlinguality.errors import MlingualityError
 
+_MERGE = "tag:yaml.org,2002:merge"
+
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses a key repeated in one mapping (PyYAML keeps the last)."""
@@ -17,6 +23,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == _MERGE:  # `<<: *anchor`: flattened by SafeLoader below
+                continue
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if isinstance(key, typing.Hashable) and key in seen:

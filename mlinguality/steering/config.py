@@ -32,7 +32,7 @@ class SteeringConfig(Section):
         prompt_words: Prompts are the first this many words of each example.
         max_new_tokens: Tokens generated per prompt.
         do_sample: Sample instead of greedy decoding.
-        temperature: Sampling temperature.
+        temperature: Sampling temperature (> 0; used only with ``do_sample``).
         n_random: Random neuron sets (matched in count per layer) per alpha: the control.
         activity_control: Draw the random sets from neurons of the same firing rate (deciles
             per layer on the selection data), not only the same count per layer.
@@ -59,6 +59,8 @@ class SteeringConfig(Section):
     def validate(self) -> None:
         if not self.alphas:
             self._fail("alphas", "give at least one strength")
+        self._check_finite("alphas")
+        self._check_finite("temperature", low=0.0, strict=True)
         if self.deactivate is None and self.activate is None:
             self._fail("activate", "deactivate and activate cannot both be null")
         for name in ("n_prompts", "prompt_words", "max_new_tokens", "batch_size"):

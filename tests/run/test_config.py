@@ -180,7 +180,7 @@ def test_cli_parses_set_and_agent_style_arguments(monkeypatch):
 
     seen = {}
 
-    def fake_run(config, resume=None):
+    def fake_run(config, resume=None, start_from=None):
         seen["config"] = config
         return Path("/nowhere")
 
@@ -282,5 +282,11 @@ def test_control_pairs_must_start_in_the_corpus_languages():
         RunConfig().with_overrides(["selectivity.control_pairs=[es/es:9]"])
     with pytest.raises(MlingualityError, match="not of the form 'en/en:WEB'"):
         RunConfig().with_overrides(["selectivity.control_pairs=[en-en:WEB]"])
-    config = RunConfig().with_overrides(["selectivity.control_pairs=null"])
+    config = RunConfig().with_overrides(["selectivity.control_pairs=[]"])
     assert config.collection_langs == config.corpus.langs
+    # null: the Bible's KJV/WEB pair on the Bible, none on a corpus file
+    config = RunConfig().with_overrides(["selectivity.control_pairs=null"])
+    assert config.control_pairs == ["en/en:WEB"]
+    assert config.collection_langs == [*config.corpus.langs, "en:WEB"]
+    config = config.with_overrides(["corpus.source=verses.tsv"])
+    assert config.control_pairs == [] and config.collection_langs == config.corpus.langs

@@ -138,7 +138,7 @@ def test_errors_found_at_start_leave_no_run_folder(prepared, tmp_path):
             2,
         ),
         (["output_dir=/sys/mlinguality-test"], "output_dir /sys/mlinguality-test: cannot write", 2),
-        (["corpus.source=absent.tsv"], "corpus.source absent.tsv: no such file", 2),
+        (["corpus.source=absent.tsv"], "absent.tsv: no such file", 2),
         (["selectivity.metrics=topk,nope"], "selectivity.metrics: unknown 'nope'", 2),
         (["selectivity.pairs=en-xx"], "'en-xx' names 'xx', not in corpus.langs", 2),
     ]

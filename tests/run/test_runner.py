@@ -377,9 +377,11 @@ def test_interrupted_run_resumes_where_it_stopped(first_run, monkeypatch):
     assert ["collect", "resumed"] in cells and ["select", "computed"] in cells
 
 
-def test_recomputing_a_stage_in_place_leaves_the_cache_intact(first_run):
-    """Outputs linked from the cache are replaced, not overwritten, when a resumed run's
-    settings change (writing through a hard link would corrupt the cache entry)."""
+def test_a_run_from_another_reuses_its_stages_and_leaves_it_and_the_cache_intact(first_run):
+    """``start_from`` (``--from RUN_DIR``): a new folder, the matching stages copied from the
+    old run, the changed one recomputed there; the old run and the cache entry unchanged (a
+    resume with the changed config is refused)."""
+    from mlinguality.errors import MlingualityError
     from mlinguality.run.runner import run_experiment
 
     _, config, _ = first_run
@@ -391,11 +393,23 @@ def test_recomputing_a_stage_in_place_leaves_the_cache_intact(first_run):
     cached = Path(config.cache_dir) / f"select-{key}" / "selectivity.csv"
     before = cached.read_bytes()
     assert (run_dir / "selectivity.csv").read_bytes() == before
-    changed = config.with_overrides(["selectivity.top_rate=0.1", "tracking.wandb=disabled"])
-    run_experiment(changed, resume=run_dir)
-    assert _keys(run_dir)["select"] != key
-    assert (run_dir / "selectivity.csv").read_bytes() != before  # recomputed in the run folder
-    assert cached.read_bytes() == before  # the cache entry of the old settings is untouched
+    changed = config.with_overrides(
+        ["selectivity.top_rate=0.1", "tracking.wandb=disabled", "cache_dir=null", "name=from"]
+    )
+    with pytest.raises(MlingualityError, match="name would change from .inplace. "):
+        run_experiment(changed, resume=run_dir)
+    new = run_experiment(changed, start_from=run_dir)
+    assert new != run_dir and new.name.startswith("from-")
+    origins = {name: entry["origin"] for name, entry in _stage_entries(new).items()}
+    assert origins["collect"] == origins["score"] == f"run:{run_dir.name}"
+    assert origins["select"] == "computed" and _keys(new)["select"] != key
+    assert (new / "selectivity.csv").read_bytes() != before
+    assert (run_dir / "selectivity.csv").read_bytes() == before  # the old run: untouched
+    assert cached.read_bytes() == before  # and the cache entry of the old settings
+
+
+def _stage_entries(run_dir: Path) -> dict:
+    return json.loads((run_dir / "stages.json").read_text())
 
 
 # --- results back in Python: Run.load, compare, the model's identity ---------------------------
@@ -447,6 +461,13 @@ def test_compare_reports_overlap_and_ablation_deltas(first_run, tmp_path, capsys
         [None if v is None else v + 0.25 for v in row] for row in record["delta_bits_per_byte"]
     ]
     (other / "ablation.json").write_text(json.dumps(record))
+    from mlinguality.run.stage_cache import fingerprint
+    from mlinguality.run.stages import stage_named
+
+    entries = _stage_entries(other)  # another run, not an edited one: its own checksums
+    for name in ("select", "ablate"):
+        entries[name]["files"] = fingerprint(other, list(stage_named(name).outputs))
+    (other / "stages.json").write_text(json.dumps(entries))
     with pytest.raises(SystemExit) as exit_:
         cli.main(["compare", str(run_dir), str(other), "--out", str(tmp_path / "cmp")])
     assert exit_.value.code == 0

@@ -1,5 +1,5 @@
 """The ``ablate`` step: the ablation matrix on the held-out split -> ``ablation.csv``,
-``ablation.json``, ``ablation.png``."""
+``ablation.json`` (the report draws its heatmap, ``ablation.png``, when plots are on)."""
 
 from __future__ import annotations
 
@@ -57,9 +57,9 @@ def _cpu_lacks_bf16(dtype: str) -> bool:
 
 
 def ablate(ctx: StageContext) -> None:
-    """Ablation matrix on the held-out split -> ``ablation.csv``, ``ablation.json``, heatmap."""
+    """Ablation matrix on the held-out split -> ``ablation.csv``, ``ablation.json``."""
     from mlinguality.ablation.hooks import mean_activation
-    from mlinguality.ablation.outputs import plot_matrices, write_csv
+    from mlinguality.ablation.outputs import write_csv
     from mlinguality.ablation.random_sets import firing_rate
 
     config, inputs, run_dir = ctx.config, ctx.inputs, ctx.run_dir
@@ -79,7 +79,6 @@ def ablate(ctx: StageContext) -> None:
         matrix = _ablation_rows(config, model, encoded, masks, mean, activity, meta)
     baseline = matrix.baseline
     write_csv([matrix], run_dir / "ablation.csv")
-    plot_matrices([matrix], run_dir / "ablation.png", ncols=1)
     dominance = matrix.dominance()
     record = {
         "mode": matrix.mode,

@@ -14,7 +14,7 @@ def score(ctx: StageContext) -> None:
     config, run_dir = ctx.config, ctx.run_dir
     sel = config.selectivity
     pairs = [tuple(pair.split("-")) for pair in sel.pairs] if sel.pairs else None
-    controls = [tuple(pair.split("/")) for pair in sel.control_pairs or []]
+    controls = [tuple(pair.split("/")) for pair in config.control_pairs]
     profile = selectivity_profile(
         load_run_stats(config, run_dir, controls=True),
         pairs=pairs,
