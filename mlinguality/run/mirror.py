@@ -75,7 +75,7 @@ def log_steering(tracker, out: Path, n_samples: int = 40) -> None:
     tracker.log_table("steering/samples", columns, samples)
     tracker.log_images(
         {
-            f"steering/{name}": out / f"steering_{name}.png"
+            f"steering/plot_{name}": out / f"steering_{name}.png"  # steering/alpha: the number
             for name in ("alpha", "heatmap")
             if (out / f"steering_{name}.png").exists()
         }

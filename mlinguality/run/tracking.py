@@ -185,8 +185,13 @@ class Tracker:
         paths: Sequence[Path],
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        """Log files and folders (paths under ``run_dir``) as one artifact, aliased by run name."""
+        """Log files and folders (paths under ``run_dir``) as one artifact, aliased by run name.
+
+        The name is made W&B-safe (a sweep's run names hold ``=``, spaces and commas); an artifact
+        that fails warns and leaves the run's other logging on.
+        """
         present = [Path(path).resolve() for path in paths if Path(path).exists()]
+        name = _alias(name)
 
         def log() -> None:
             import wandb
@@ -201,7 +206,7 @@ class Tracker:
             self.run.log_artifact(artifact, aliases=["latest", _alias(self.name)])
 
         if present:
-            self._call(f"artifact {name}", log)
+            self._call(f"artifact {name}", log, fatal=False)
 
     def set_summary(self, summary: dict[str, Any]) -> None:
         """Write the headline numbers into the run summary."""
@@ -233,21 +238,21 @@ class Tracker:
 
     # --- failure handling -------------------------------------------------------------------
 
-    def _call(self, what: str, action) -> None:
+    def _call(self, what: str, action, fatal: bool = True) -> None:
+        """Run one W&B call; a failure warns, and (``fatal``) turns tracking off for the run."""
         if not self.active:
             return
         try:
             action()
         except Exception as error:  # noqa: BLE001
-            self._warn(what, error)
+            self._warn(what, error, fatal)
 
-    def _warn(self, what: str, error: Exception) -> None:
-        self.failed = True
+    def _warn(self, what: str, error: Exception, fatal: bool = True) -> None:
+        self.failed = self.failed or fatal
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        consequence = "W&B tracking is off for this run" if fatal else "the run's logging goes on"
         logger.warning(
-            "W&B %s failed (%s); W&B tracking is off for this run, local results are unaffected",
-            what,
-            message,
+            "W&B %s failed (%s); %s, local results are unaffected", what, message, consequence
         )
 
 

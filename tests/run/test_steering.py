@@ -60,6 +60,8 @@ def test_run_with_a_steering_section_writes_the_stage(steered_run):
     assert run.summary["steering/summary/_type"] == "table-file"
     assert run.summary["steering/samples/_type"] == "table-file"
     assert "steering/share_target_steer" in run.summary
+    assert isinstance(run.summary["steering/alpha"], (int, float))  # one key, one meaning
+    assert run.summary["steering/plot_alpha/_type"] == "image-file"
 
 
 def test_steer_command_on_a_finished_run_with_a_prompt_file(steered_run, tmp_path, capsys):

@@ -183,3 +183,36 @@ def test_artifacts_of_a_relative_run_folder_are_logged(tmp_path, monkeypatch, ca
     assert not [message for message in ours if "artifact" in message], ours
     run = read_offline_run(next((tmp_path / "runs" / "rel-1" / "wandb").glob("offline-run-*")))
     assert run.exit_code == 0
+
+
+def test_a_sweep_run_name_gives_a_safe_artifact_name_and_a_failed_artifact_keeps_logging(
+    tmp_path, monkeypatch, caplog
+):
+    """Local sweeps name runs like ``sweep-000-top_rate=0.01, mode=mean``: W&B refuses such
+    artifact names, and one refused artifact used to turn tracking off for the whole run."""
+    import wandb
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "report.md").write_text("# report\n")
+    tracker = Tracker(TrackingConfig(wandb="offline"), {}, run_dir, name="s-000-top_rate=0.01, m")
+    tracker.start()
+    tracker.log_artifact("report-s-000-top_rate=0.01, m", "report", [run_dir / "report.md"])
+    assert tracker.active
+    real = wandb.Artifact
+
+    def refused(*args, **kwargs):
+        raise ValueError("Artifact name may only contain alphanumeric characters")
+
+    monkeypatch.setattr(wandb, "Artifact", refused)
+    with caplog.at_level(logging.WARNING):
+        tracker.log_artifact("config-x", "config", [run_dir / "report.md"])
+    monkeypatch.setattr(wandb, "Artifact", real)
+    assert tracker.active  # the run's logging goes on
+    assert any("the run's logging goes on" in r.getMessage() for r in caplog.records)
+    tracker.set_summary({"selectivity/u_shape": 1.5})
+    tracker.finish()
+    run = read_offline_run(next((run_dir / "wandb").glob("offline-run-*")))
+    assert run.summary["selectivity/u_shape"] == 1.5
+    names = [artifact["name"] for artifact in run.artifacts]
+    assert any(name.startswith("report-s-000-top_rate_0.01__m") for name in names), names
