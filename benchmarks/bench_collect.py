@@ -33,8 +33,8 @@ from mlinguality.activations.batching import (
     tokenize_texts,
 )
 from mlinguality.activations.collect import (
-    _forward_to_last_hook,
     collect,
+    forward_to_last_hook,
     hook_post_name,
     word_final_prefix_loop,
 )
@@ -83,7 +83,7 @@ def run_batches(model, texts, batches, mode: str) -> None:
             )
             if mode == "bare":
                 with model.hooks(fwd_hooks=[(last, stop)]):
-                    _forward_to_last_hook(model, batch, model.cfg.device)
+                    forward_to_last_hook(model, batch, model.cfg.device)
             else:
                 model(
                     batch.input_ids,

@@ -217,7 +217,7 @@ def _collect_language(
             # padded and masked on the host: the reducer knows every count without asking the device
             batch = pad_batch(texts, batches[batch_number], pad_id, padding_side)
             reducer.start(position_mask(batch, texts, positions, include_bos), batch.indices)
-            _forward_to_last_hook(model, batch, device)
+            forward_to_last_hook(model, batch, device)
             expected = set(range(n_layers))
             if reducer.fired != expected or (gated and reducer.gate_fired != expected):
                 raise RuntimeError(f"hooks fired on layers {sorted(reducer.fired)} only")
@@ -239,8 +239,9 @@ def _collect_language(
     return stats
 
 
-def _forward_to_last_hook(model, batch: Batch, device: str | torch.device = "cpu") -> None:
-    """Run the model until the last layer's hook_post fires (it raises StopForward)."""
+def forward_to_last_hook(model, batch: Batch, device: str | torch.device = "cpu") -> None:
+    """Run the model until the last hook needed raises :class:`StopForward` (collection's last
+    layer, the examples pass's last chosen layer)."""
     try:
         model(
             batch.input_ids.to(device, non_blocking=True),

@@ -38,7 +38,6 @@ from mlinguality.dashboards.logits import centred_logit_effect
 from mlinguality.dashboards.token_language import TokenLanguages, token_languages
 
 N_PROMOTED = 20  # tokens listed per direction, and the top the own-language share is taken over
-_CHUNK = 32  # neurons per logit-effect product: 32 x 262k floats = 34 MB for Gemma
 
 
 def _round(value: float) -> float:
@@ -236,27 +235,26 @@ def _writes(
 
     k = min(n_promoted, len(corpus_ids))
     out = []
-    for start in range(0, len(specs), _CHUNK):
-        chunk = specs[start : start + _CHUNK]
-        effect = centred_logit_effect(model, [(s.layer, s.neuron) for s in chunk], corpus_ids)
-        by_lang = (effect @ members.T) / sizes.clamp_min(1)  # [neuron, lang]: mean per language
-        for spec, row, means in zip(chunk, effect, by_lang, strict=True):
-            up = row.topk(k).indices
-            down = (-row).topk(k).indices
-            own = None
-            if spec.lang in table.langs:
-                own = float((owner[up] == table.langs.index(spec.lang)).float().mean())
-            out.append(
-                {
-                    "promoted": listed(up, row),
-                    "suppressed": listed(down, row),
-                    "own_share": own,
-                    "lang_effect": {
-                        lang: _round(float(means[i])) if sizes[i] > 0 else None
-                        for i, lang in enumerate(table.langs)
-                    },
-                }
-            )
+    # one product over the corpus tokens only: 876 neurons x ~10k tokens = 35 MB for Gemma
+    effect = centred_logit_effect(model, [(s.layer, s.neuron) for s in specs], corpus_ids)
+    by_lang = (effect @ members.T) / sizes.clamp_min(1)  # [neuron, lang]: mean per language
+    for spec, row, means in zip(specs, effect, by_lang, strict=True):
+        up = row.topk(k).indices
+        down = (-row).topk(k).indices
+        own = None
+        if spec.lang in table.langs:
+            own = float((owner[up] == table.langs.index(spec.lang)).float().mean())
+        out.append(
+            {
+                "promoted": listed(up, row),
+                "suppressed": listed(down, row),
+                "own_share": own,
+                "lang_effect": {
+                    lang: _round(float(means[i])) if sizes[i] > 0 else None
+                    for i, lang in enumerate(table.langs)
+                },
+            }
+        )
     return out
 
 

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from mlinguality.activations import batching
 from mlinguality.activations.batching import TokenizedText, tokenize_texts
+from mlinguality.activations.collect import forward_to_last_hook
 from mlinguality.activations.reducer import StopForward
 from mlinguality.activations.stats import ActivationStats
 from mlinguality.choices import Positions
@@ -155,21 +156,6 @@ def _capture_hooks(neurons: Sequence[tuple[int, int]], captured: dict[int, Tenso
     return hooks
 
 
-def _forward(model, batch) -> None:
-    device = model.cfg.device
-    try:
-        model(
-            batch.input_ids.to(device),
-            attention_mask=batch.attention_mask.to(device),
-            position_ids=batch.position_ids.to(device),
-            return_type=None,
-            use_cache=False,
-        )
-    except StopForward:
-        return
-    raise RuntimeError("the forward pass ended before the last chosen layer's hook_post")
-
-
 def _batches_of_acts(model, texts: list[TokenizedText], indices: list[int], neurons, batch_tokens):
     """Yield ``(batch, acts [batch, pos, neuron])`` over ``indices`` (right padded, so a padded
     column is the token index in its text)."""
@@ -189,7 +175,7 @@ def _batches_of_acts(model, texts: list[TokenizedText], indices: list[int], neur
         for rows in plan:
             batch = batching.pad_batch(texts, [indices[r] for r in rows], pad_id, "right")
             captured.clear()
-            _forward(model, batch)
+            forward_to_last_hook(model, batch, model.cfg.device)
             acts = torch.cat([captured[layer] for layer in sorted(order)], dim=-1)
             yield batch, acts[..., inverse]
 

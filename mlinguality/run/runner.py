@@ -104,12 +104,8 @@ def run_experiment(
     source = StageLog(source_run(Path(start_from)), None) if start_from is not None else None
     cache_writable = preflight(config, model)
     start = time.perf_counter()
-    if resume is not None:
-        run_dir = Path(resume)
-        lock = lock_run(run_dir)
-    else:
-        run_dir = new_run_dir(config)
-        lock = lock_run(run_dir)
+    run_dir = Path(resume) if resume is not None else new_run_dir(config)
+    lock = lock_run(run_dir)
     cache = Path(config.cache_dir) if config.cache_dir else None
     log = StageLog(run_dir, cache, cache_writable, source=source)
     tracker = None
