@@ -281,24 +281,44 @@ def _wait_for(predicate, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
+STALLED_COLLECTION = """
+import importlib, sys, time
+from pathlib import Path
+
+collection = importlib.import_module("mlinguality.activations.collect")  # the module itself
+READY = Path(sys.argv[1])
+
+def stalled(*args, **kwargs):  # inside stage collect until the test's signal arrives
+    READY.touch()
+    while True:
+        time.sleep(0.05)
+
+collection.collect = stalled
+from mlinguality.cli.main import main
+sys.argv = ["mlinguality", *sys.argv[2:]]
+raise SystemExit(main())
+"""
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupt_is_one_line_and_resumes(prepared, tmp_path, signum):
     """Ctrl-C (or SIGTERM) mid-collection: "interrupted at stage collect; resume with ...", the
-    stage record says interrupted, and --resume finishes with identical CSVs."""
+    stage record says interrupted, and --resume finishes with identical CSVs.
+
+    The collection is held (a wrapper replaces it with a wait) so the signal lands inside the
+    stage however fast the machine is; the tiny run took 3.4 s, and a signal sent on seeing
+    stages.json once arrived after it had finished.
+    """
     root, first = prepared
+    script, ready = tmp_path / "stalled.py", tmp_path / "collecting"
+    script.write_text(STALLED_COLLECTION)
     args = ["run", str(root / "tiny.yaml"), "--set", f"output_dir={tmp_path / 'runs'}"]
     args += ["--set", f"cache_dir={tmp_path / 'cache'}"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlinguality", *args],
+        [sys.executable, str(script), str(ready), *args],
         cwd=tmp_path, env=env(), stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-
-    def collecting() -> bool:
-        dirs = run_dirs(tmp_path)
-        path = dirs[0] / "stages.json" if dirs else None
-        return bool(path and path.exists() and "collect" in path.read_text())
-
-    _wait_for(collecting)
+    _wait_for(ready.exists)
     process.send_signal(signum)
     _, err = process.communicate(timeout=120)
     (run_dir,) = run_dirs(tmp_path)
