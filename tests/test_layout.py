@@ -23,6 +23,7 @@ LAYERS = [
     {"ablation"},
     {"steering"},
     {"dashboards"},
+    {"lenses"},
     {"run"},
     {"cli", "__main__"},
 ]
