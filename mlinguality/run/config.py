@@ -1,7 +1,7 @@
 """One typed configuration for a run; YAML files and the command line are views of it.
 
 :class:`RunConfig` nests one dataclass per pipeline stage (model, corpus, collection,
-selectivity, ablation, steering, examples, tracking). Every way of building one goes through :meth:`RunConfig.from_dict`,
+selectivity, ablation, steering, examples, lenses, tracking). Every way of building one goes through :meth:`RunConfig.from_dict`,
 which checks every key and value, so a typo in a YAML file, a ``--set`` override or an argument
 passed by ``wandb agent`` fails at once with a one-line :class:`MlingualityError` naming the key.
 
@@ -34,6 +34,7 @@ from mlinguality.choices import (
     WandbMode,
 )
 from mlinguality.dashboards.config import ExamplesConfig
+from mlinguality.lenses.config import LensesConfig
 from mlinguality.errors import MlingualityError
 from mlinguality.run.yamlfile import load_yaml
 from mlinguality.sections import Section, locate, parse_value
@@ -46,6 +47,7 @@ __all__ = [
     "CollectionConfig",
     "CorpusConfig",
     "ExamplesConfig",
+    "LensesConfig",
     "ModelConfig",
     "RunConfig",
     "SelectivityConfig",
@@ -290,6 +292,7 @@ class RunConfig(Section):
     ablation: AblationConfig = field(default_factory=AblationConfig)
     steering: SteeringConfig = field(default_factory=SteeringConfig)
     examples: ExamplesConfig = field(default_factory=ExamplesConfig)
+    lenses: LensesConfig = field(default_factory=LensesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> None:
