@@ -229,3 +229,27 @@ def test_a_resumed_residual_collection_equals_an_uninterrupted_one(
         assert torch.equal(getattr(resumed, name), getattr(fresh, name)), name
     with pytest.raises(MlingualityError, match="other settings \\(lens_seed\\)"):
         collect(tiny_model, corpus, ["en"], checkpoint_dir=tmp_path, lens_seed=5, **kwargs)
+
+
+def test_all_reduce_puts_the_lens_sample_in_corpus_order(tiny_model, tmp_path):
+    """One gloo rank holding the examples in reverse order (the remapping a shard needs)."""
+    import torch.distributed as dist
+
+    from mlinguality.activations.distributed import all_reduce_stats
+
+    kwargs = {"residual": True, "lens_positions": 20, "progress": False}
+    full = collect(tiny_model, ListCorpus(TEXTS), ["en"], **kwargs)["en"]
+    backwards = ListCorpus({"en": TEXTS["en"][::-1]}, ids=[f"ex{i}" for i in range(4, -1, -1)])
+    local = collect(tiny_model, backwards, ["en"], **kwargs)["en"]
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        result = all_reduce_stats(local, [[4, 3, 2, 1, 0]], torch.device("cpu"))
+    finally:
+        dist.destroy_process_group()
+    assert result.example_ids == full.example_ids
+    assert torch.equal(result.lens_where, full.lens_where)
+    assert torch.equal(result.lens_next, full.lens_next)
+    assert_close(result.lens_resid, full.lens_resid, "fp32")
+    assert_close(result.example_resid_mean, full.example_resid_mean, "fp32")
