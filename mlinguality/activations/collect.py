@@ -279,8 +279,12 @@ def _collect_language(
                     stats.example_frac_gate_positive[batch.indices] = shares["frac_gate_positive"]
             bar.update(sum(batch.lengths))
             if checkpoint and time.monotonic() - last_save >= checkpoint_every_s:
+                if recorder is not None:
+                    recorder.flush()
                 _save_checkpoint(reducer.to_stats(), checkpoint, batch_number + 1)
                 last_save = time.monotonic()
+    if recorder is not None:
+        recorder.flush()
     stats = reducer.to_stats()
     if checkpoint:
         _save_checkpoint(stats, checkpoint, len(batches))

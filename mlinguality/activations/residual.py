@@ -56,11 +56,14 @@ class ResidualRecorder:
     ``stats.lens_resid``. Inside hooks nothing waits for the device.
     """
 
+    lag: int | None = None  # batches a result may wait before landing (None: 1 on CUDA, else 0)
+
     def __init__(self, stats, device: str | torch.device, n_layers: int, d_model: int):
         self.host = stats
         self.device = torch.device(device)
         self.n_layers, self.d_model = n_layers, d_model
         self.fired: set[int] = set()
+        self._pending: list = []
         where = stats.lens_where.reshape(-1, 2)
         self._sample_of: dict[int, list[int]] = {}
         for sample, example in enumerate(where[:, 0].tolist()):
@@ -106,11 +109,38 @@ class ResidualRecorder:
         return hook
 
     def finish(self) -> None:
-        """Write the batch's per-example means and sampled residuals into the host statistics."""
-        divisor = self.counts.clamp_min(1).float()[:, None, None]
-        self.host.example_resid_mean[self.rows] = self._sum.cpu() / divisor
-        if len(self.samples):
-            self.host.lens_resid[self.samples] = self._lens.cpu()
+        """Queue the batch's per-example means and sampled residuals for the host statistics.
+
+        On CUDA the copies are asynchronous (into pinned memory) and land in ``stats`` at the
+        next batch's :meth:`finish` or at :meth:`flush`, so the host pads the next batch while
+        the device still works; elsewhere they land at once.
+        """
+        divisor = self.counts.clamp_min(1).float()[:, None, None].to(self.device)
+        results = [self._sum / divisor, self._lens]
+        cuda = self.device.type == "cuda"
+        copies = [torch.empty(t.shape, pin_memory=cuda) for t in results]
+        for copy, result in zip(copies, results, strict=True):
+            copy.copy_(result, non_blocking=cuda)
+        event = None
+        if cuda:
+            event = torch.cuda.Event()
+            event.record()
+        self._pending.append((self.rows, self.samples, copies, event))
+        lag = self.lag if self.lag is not None else int(cuda)
+        while len(self._pending) > lag:
+            self._land(*self._pending.pop(0))
+
+    def flush(self) -> None:
+        """Land every queued batch in ``stats`` (before a checkpoint and at the end)."""
+        while self._pending:
+            self._land(*self._pending.pop(0))
+
+    def _land(self, rows: list[int], samples: Tensor, copies: list[Tensor], event) -> None:
+        if event is not None:
+            event.synchronize()
+        self.host.example_resid_mean[rows] = copies[0]
+        if len(samples):
+            self.host.lens_resid[samples] = copies[1]
 
 
 def empty_residual_fields(

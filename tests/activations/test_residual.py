@@ -11,6 +11,7 @@ import torch
 
 from mlinguality.activations.batching import plan_batches, tokenize_texts
 from mlinguality.activations.collect import collect
+from mlinguality.activations.residual import ResidualRecorder
 from mlinguality.activations.stats import ActivationStats, ProvenanceError, load_stats, save_stats
 from mlinguality.errors import MlingualityError
 from tests.activations.test_collect import TEXTS, ListCorpus, long_corpus
@@ -200,8 +201,9 @@ def test_merge_refuses_residual_with_mlp_only_statistics(tiny_model):
         with_resid.merge(other_k)
 
 
+@pytest.mark.parametrize("lag", [0, 1])  # 1: results land a batch late, as on CUDA
 def test_a_resumed_residual_collection_equals_an_uninterrupted_one(
-    tiny_model, tmp_path, monkeypatch
+    tiny_model, tmp_path, monkeypatch, lag
 ):
     corpus = long_corpus()
     kwargs = {"residual": True, "lens_positions": 64, "batch_tokens": 64, "progress": False}
@@ -215,6 +217,7 @@ def test_a_resumed_residual_collection_equals_an_uninterrupted_one(
             raise KeyboardInterrupt
         return forward(*args, **kw)
 
+    monkeypatch.setattr(ResidualRecorder, "lag", lag)
     monkeypatch.setattr(collect_module, "forward_to_last_hook", interrupted)
     with pytest.raises(KeyboardInterrupt):
         collect(
@@ -224,6 +227,7 @@ def test_a_resumed_residual_collection_equals_an_uninterrupted_one(
     partial = ActivationStats.load(tmp_path / "en.safetensors")
     assert 0 < partial.meta["batches_done"] < n_batches
     resumed = collect(tiny_model, corpus, ["en"], checkpoint_dir=tmp_path, **kwargs)["en"]
+    monkeypatch.setattr(ResidualRecorder, "lag", 0)
     fresh = collect(tiny_model, corpus, ["en"], **kwargs)["en"]
     for name in RESID_FIELDS:
         assert torch.equal(getattr(resumed, name), getattr(fresh, name)), name
