@@ -26,6 +26,9 @@ else:
 HOOK_POST = "blocks.{layer}.mlp.hook_post"  # act(gate) * up on gated MLPs, act(pre) on plain ones
 HOOK_PRE = "blocks.{layer}.mlp.hook_pre"  # the gate pre-activation on gated MLPs
 HOOK_PRE_LINEAR = "blocks.{layer}.mlp.hook_pre_linear"  # the up projection; exists only when gated
+# The residual stream after block L: on a TransformerBridge an alias of ``blocks.{layer}.hook_out``
+# (the block's output HookPoint, which is what fires and what ``hook.name`` says).
+HOOK_RESID_POST = "blocks.{layer}.hook_resid_post"
 
 
 def hook_post_name(layer: int) -> str:
@@ -36,6 +39,11 @@ def hook_post_name(layer: int) -> str:
 def hook_pre_name(layer: int) -> str:
     """``blocks.{layer}.mlp.hook_pre``."""
     return HOOK_PRE.format(layer=layer)
+
+
+def resid_post_name(layer: int) -> str:
+    """``blocks.{layer}.hook_resid_post``."""
+    return HOOK_RESID_POST.format(layer=layer)
 
 
 TokenIds = Int[Tensor, "batch pos"]
@@ -49,23 +57,33 @@ LayerNeuronCount = Int[Tensor, "layer d_mlp"]  # one count per neuron
 NeuronMask = Bool[Tensor, "layer d_mlp"]  # a neuron set: True at the chosen neurons
 ExampleLayerNeuron = Float[Tensor, "example layer d_mlp"]
 LossPerToken = Float[Tensor, "batch pos-1"]
+ResidPerExample = Float[Tensor, "example layer d_model"]  # a per-example mean residual per layer
+LensResid = Float[Tensor, "sample layer d_model"]  # the residual of sampled positions, every layer
+LensTokens = Int[Tensor, " sample"]  # the next token id of each sampled position
+LensWhere = Int[Tensor, "sample 2"]  # (example index, token position) of each sampled position
 
 __all__ = [
     "HOOK_POST",
     "HOOK_PRE",
     "HOOK_PRE_LINEAR",
+    "HOOK_RESID_POST",
     "AttentionMask",
     "ExampleLayerNeuron",
     "HookPoint",
     "LayerNeuron",
     "LayerNeuronCount",
+    "LensResid",
+    "LensTokens",
+    "LensWhere",
     "Logits",
     "LossPerToken",
     "MlpActs",
     "NeuronMask",
     "PositionMask",
     "ResidActs",
+    "ResidPerExample",
     "TokenIds",
     "hook_post_name",
     "hook_pre_name",
+    "resid_post_name",
 ]

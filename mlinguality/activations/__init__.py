@@ -2,6 +2,8 @@
 
 ``batching`` tokenizes once and plans length-sorted batches; ``collect`` runs the hooks;
 ``stats`` holds :class:`ActivationStats` (sums, counts, max; saved as safetensors);
+``residual`` and ``sampling`` add the residual stream of the same pass (``collect(residual=True)``:
+per-example means of ``hook_resid_post`` and a seeded lens sample);
 ``distributed`` splits a collection into token-balanced shards and all-reduces the statistics
 (torchrun, ``mlinguality collect --shard``).
 """

@@ -16,6 +16,13 @@ Which positions count (``positions``):
   of every language (it sees only itself), so it adds identical mass to every language's
   statistics and dilutes differences; ``include_bos=True`` keeps it.
 
+With ``residual=True`` the same forward pass also records ``blocks.{L}.hook_resid_post`` (the
+bridge's alias of ``blocks.{L}.hook_out``, the block's output): a per-example mean over the
+counted positions and a seeded sample of positions with their next tokens, for the logit lens
+(:mod:`mlinguality.activations.residual`). The forward then ends at the last layer's
+``hook_resid_post`` instead of its ``hook_post`` (one MLP down projection and residual add
+later; the final norm and the unembedding still never run).
+
 A run with ``checkpoint_dir`` saves each language's partial statistics atomically (at most every
 ``checkpoint_every_s`` seconds, and when a language finishes); a run killed midway resumes from
 there and ends with exactly the statistics of an uninterrupted run (same batches, same order).
@@ -51,6 +58,12 @@ from mlinguality.activations.batching import (
     word_end_tokens,
 )
 from mlinguality.activations.reducer import BatchReducer, StopForward
+from mlinguality.activations.residual import (
+    ResidualRecorder,
+    empty_residual_fields,
+    lens_sample,
+    residual_meta,
+)
 from mlinguality.activations.stats import ActivationStats, ProvenanceError
 from mlinguality.choices import choices
 from mlinguality.corpus.adapters import as_corpus
@@ -64,6 +77,7 @@ from mlinguality.types import (
     TokenIds,
     hook_post_name,
     hook_pre_name,
+    resid_post_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -84,6 +98,9 @@ def collect(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every_s: float = 60.0,
     progress: bool = True,
+    residual: bool = False,
+    lens_positions: int = 256,
+    lens_seed: int = 0,
 ) -> dict[str, ActivationStats]:
     """Per-language activation statistics of every MLP neuron over ``corpus``.
 
@@ -108,6 +125,14 @@ def collect(
         checkpoint_dir: Where to save and resume partial statistics (one file per language).
         checkpoint_every_s: Minimum seconds between checkpoints of one language.
         progress: Show a progress bar over tokens.
+        residual: Also record ``blocks.{L}.hook_resid_post`` in the same pass:
+            ``example_resid_mean`` ``[example, layer, d_model]`` (mean over the counted
+            positions) and the lens sample ``lens_resid`` ``[sample, layer, d_model]``,
+            ``lens_next`` ``[sample]``, ``lens_where`` ``[sample, 2]`` (float32 / int64;
+            :mod:`mlinguality.activations.residual`). The MLP statistics are unchanged.
+        lens_positions: At most this many sampled positions per language (counted positions
+            that have a next token; none with ``positions="last"``).
+        lens_seed: Seed of the sample (which depends on nothing else but the tokens and ids).
 
     Returns:
         ``{lang: ActivationStats}`` in the order of ``langs``.
@@ -124,6 +149,8 @@ def collect(
     """
     if positions not in POSITIONS:
         raise MlingualityError(f"positions: unknown {positions!r}; choose one of {POSITIONS}")
+    if residual and lens_positions < 0:
+        raise MlingualityError(f"lens_positions: {lens_positions} is negative")
     if padding_side not in ("left", "right"):
         raise MlingualityError(f"padding_side: unknown {padding_side!r}; choose 'left' or 'right'")
     corpus = as_corpus(corpus)
@@ -157,6 +184,7 @@ def collect(
                 checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
                 checkpoint_every_s=checkpoint_every_s,
                 bar=bar,
+                lens=(lens_positions, lens_seed) if residual else None,
             )
     finally:
         bar.close()
@@ -178,6 +206,7 @@ def _collect_language(
     checkpoint_dir: Path | None,
     checkpoint_every_s: float,
     bar,
+    lens: tuple[int, int] | None = None,
 ) -> ActivationStats:
     n_layers, d_mlp = model.cfg.n_layers, model.cfg.d_mlp
     gated = is_gated(model)
@@ -194,6 +223,8 @@ def _collect_language(
         "dtype": str(next(model.parameters()).dtype),
         "plan": _fingerprint(ids, texts, batches),
     }
+    if lens is not None:  # absent otherwise: MLP-only files and checkpoints stay as they were
+        meta.update(residual_meta(*lens))
     checkpoint = checkpoint_dir / f"{lang}.safetensors" if checkpoint_dir else None
     stats, done = _resume(checkpoint, meta) if checkpoint else (None, 0)
     if stats is None:
@@ -205,22 +236,40 @@ def _collect_language(
             stats.example_frac_positive = torch.zeros((len(ids), n_layers, d_mlp))
             if gated:
                 stats.example_frac_gate_positive = torch.zeros((len(ids), n_layers, d_mlp))
+        if lens is not None:
+            stats.lens_where, stats.lens_next = lens_sample(
+                ids, texts, positions, include_bos, *lens
+            )
+            fields = empty_residual_fields(len(ids), n_layers, model.cfg.d_model, stats.lens_where)
+            for name, value in fields.items():
+                setattr(stats, name, value)
     bar.update(sum(len(texts[index].ids) for batch in batches[:done] for index in batch))
     device, pad_id = model.cfg.device, pad_token_id(model.tokenizer)
-    reducer = BatchReducer(stats, device, per_example)
+    reducer = BatchReducer(stats, device, per_example, stop_after_last=lens is None)
     hooks = [(hook_post_name(layer), reducer.post_hook(layer)) for layer in range(n_layers)]
     if gated:
         hooks += [(hook_pre_name(layer), reducer.pre_hook(layer)) for layer in range(n_layers)]
+    recorder = None
+    if lens is not None:  # its last layer's hook is the one that leaves the forward pass
+        recorder = ResidualRecorder(stats, device, n_layers, model.cfg.d_model)
+        hooks += [(resid_post_name(layer), recorder.hook(layer)) for layer in range(n_layers)]
     last_save = time.monotonic()
     with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
         for batch_number in range(done, len(batches)):
             # padded and masked on the host: the reducer knows every count without asking the device
             batch = pad_batch(texts, batches[batch_number], pad_id, padding_side)
-            reducer.start(position_mask(batch, texts, positions, include_bos), batch.indices)
+            mask = position_mask(batch, texts, positions, include_bos)
+            reducer.start(mask, batch.indices)
+            if recorder is not None:
+                recorder.start(mask, batch)
             forward_to_last_hook(model, batch, device)
             expected = set(range(n_layers))
             if reducer.fired != expected or (gated and reducer.gate_fired != expected):
                 raise RuntimeError(f"hooks fired on layers {sorted(reducer.fired)} only")
+            if recorder is not None:
+                if recorder.fired != expected:
+                    raise RuntimeError(f"resid hooks fired on {sorted(recorder.fired)} only")
+                recorder.finish()
             shares = reducer.finish()
             stats.example_n_tokens[batch.indices] = reducer.counts
             if shares is not None:
@@ -230,8 +279,12 @@ def _collect_language(
                     stats.example_frac_gate_positive[batch.indices] = shares["frac_gate_positive"]
             bar.update(sum(batch.lengths))
             if checkpoint and time.monotonic() - last_save >= checkpoint_every_s:
+                if recorder is not None:
+                    recorder.flush()
                 _save_checkpoint(reducer.to_stats(), checkpoint, batch_number + 1)
                 last_save = time.monotonic()
+    if recorder is not None:
+        recorder.flush()
     stats = reducer.to_stats()
     if checkpoint:
         _save_checkpoint(stats, checkpoint, len(batches))
@@ -252,7 +305,7 @@ def forward_to_last_hook(model, batch: Batch, device: str | torch.device = "cpu"
         )
     except StopForward:
         return
-    raise RuntimeError("the forward pass ended without reaching the last layer's hook_post")
+    raise RuntimeError("the forward pass ended without reaching the last needed hook")
 
 
 def _fingerprint(ids: list[str], texts: list[TokenizedText], batches: list[list[int]]) -> str:

@@ -25,6 +25,7 @@ import torch
 
 from mlinguality.activations.batching import tokenize_texts
 from mlinguality.activations.collect import collect
+from mlinguality.activations.sampling import merge_lens
 from mlinguality.activations.stats import EXAMPLE_TENSORS, ActivationStats, combine_m2
 from mlinguality.corpus.core import ParallelCorpus
 from mlinguality.errors import MlingualityError
@@ -190,7 +191,31 @@ def all_reduce_stats(
         local = getattr(stats, name)
         if local is not None:
             setattr(result, name, _gather_rows(local, shards, device))
+    if stats.lens_where is not None:
+        _all_gather_lens(stats, result, shards)
     return result
+
+
+def _all_gather_lens(
+    stats: ActivationStats, result: ActivationStats, shards: Sequence[Sequence[int]]
+) -> None:
+    """Every rank's lens sample (a few MB) pooled into ``result`` (examples in corpus order)
+    and cut back to ``lens_positions``: the sample of a single pass (:func:`merge_lens`)."""
+    import torch.distributed as dist
+
+    local = (stats.lens_where, stats.lens_resid, stats.lens_next)
+    parts: list = [None] * len(shards)
+    dist.all_gather_object(parts, local)
+    row_of = {index: row for row, index in enumerate(sorted(i for s in shards for i in s))}
+    pooled = []
+    for shard, (where, resid, nexts) in zip(shards, parts, strict=True):
+        where = where.clone()
+        where[:, 0] = torch.tensor([row_of[shard[e]] for e in where[:, 0].tolist()]).long()
+        pooled.append((where, resid, nexts))
+    meta = stats.meta
+    result.lens_where, result.lens_resid, result.lens_next = merge_lens(
+        result.example_ids, pooled, int(meta["lens_positions"]), int(meta["lens_seed"])
+    )
 
 
 def _gather(tensor: torch.Tensor, world: int, device: torch.device) -> list[torch.Tensor]:

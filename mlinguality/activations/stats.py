@@ -11,6 +11,9 @@ Which activation each field counts (see docs/method.md):
 - ``n_gate_positive`` (and the per-example ``example_frac_gate_positive``):
   ``blocks.L.mlp.hook_pre > 0``, the gate pre-activation, i.e. ``act(gate) > 0`` for GELU/SiLU
   gates: the count LAPE-style metrics use (Tang et al. 2024). ``None`` for non-gated MLPs.
+- ``example_resid_mean`` and the lens sample (``lens_resid``, ``lens_next``, ``lens_where``):
+  ``blocks.L.hook_resid_post``, collected with ``residual=True``
+  (:mod:`mlinguality.activations.residual`); ``None`` otherwise.
 
 The spread is kept as ``m2``, the sum of squared deviations from the mean, not as a raw sum of
 squares: ``sum_sq - sum**2 / n`` loses every digit when the mean is large against the standard
@@ -33,8 +36,17 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mlinguality.activations.sampling import LENS_TENSORS, merge_lens
 from mlinguality.errors import MlingualityError
-from mlinguality.types import ExampleLayerNeuron, LayerNeuron, LayerNeuronCount
+from mlinguality.types import (
+    ExampleLayerNeuron,
+    LayerNeuron,
+    LayerNeuronCount,
+    LensResid,
+    LensTokens,
+    LensWhere,
+    ResidPerExample,
+)
 
 _FORMAT = 2  # 2: m2 (centred sum of squares) replaces format 1's raw sum_sq; 1 still loads
 
@@ -50,6 +62,10 @@ PROVENANCE = (
     "gate_hook",
     "per_example",
     "corpus",  # fingerprint of the whole corpus, set on shards (activations/distributed.py)
+    "residual",  # the keys below are set only by residual=True collections
+    "resid_hook",
+    "lens_positions",
+    "lens_seed",
 )
 
 
@@ -59,6 +75,7 @@ EXAMPLE_TENSORS = (
     "example_mean",
     "example_frac_positive",
     "example_frac_gate_positive",
+    "example_resid_mean",
 )
 
 
@@ -84,6 +101,11 @@ class ActivationStats:
         example_frac_positive: Per-example share of positions with activation > 0.
         example_frac_gate_positive: Per-example share of positions with gate pre-activation > 0
             (gated MLPs, when collected per example).
+        example_resid_mean: Per-example mean of ``blocks.L.hook_resid_post`` over the counted
+            positions (``residual=True``).
+        lens_resid: Residual at every layer of the sampled positions (``residual=True``).
+        lens_next: Next token id at each sampled position (the logit lens's target).
+        lens_where: ``(example index, token position)`` of each sampled position, sorted.
         meta: Free-form provenance (model, positions, versions, corpus).
     """
 
@@ -99,6 +121,10 @@ class ActivationStats:
     example_mean: ExampleLayerNeuron | None = None
     example_frac_positive: ExampleLayerNeuron | None = None
     example_frac_gate_positive: ExampleLayerNeuron | None = None
+    example_resid_mean: ResidPerExample | None = None
+    lens_resid: LensResid | None = None
+    lens_next: LensTokens | None = None
+    lens_where: LensWhere | None = None
     meta: dict = field(default_factory=dict)
 
     @classmethod
@@ -176,8 +202,11 @@ class ActivationStats:
         """Statistics of the union of both shards' examples.
 
         Counts, sums and maxima add exactly; ``m2`` combines by Chan et al.'s update (exact up to
-        float64 rounding). Raises :class:`ProvenanceError` for statistics of another model,
-        dtype, position rule, BOS rule or hook, and for shards sharing an example id.
+        float64 rounding). Per-example rows are concatenated; the lens samples (residual
+        collections) are pooled and cut back to ``lens_positions`` by their keys, which gives
+        exactly the sample of a single pass over both shards' examples. Raises
+        :class:`ProvenanceError` for statistics of another model, dtype, position rule, BOS rule,
+        hook or residual setting, and for shards sharing an example id.
         """
         self.check_compatible(other)
         overlap = set(self.example_ids) & set(other.example_ids)
@@ -207,8 +236,27 @@ class ActivationStats:
             example_frac_gate_positive=cat(
                 self.example_frac_gate_positive, other.example_frac_gate_positive
             ),
+            example_resid_mean=cat(self.example_resid_mean, other.example_resid_mean),
+            **self._merged_lens(other),
             meta=dict(self.meta),
         )
+
+    def _merged_lens(self, other: ActivationStats) -> dict:
+        """The lens fields of ``self.merge(other)`` (both shards' samples pooled)."""
+        if self.lens_where is None or other.lens_where is None:
+            return {}
+        shifted = other.lens_where.clone()
+        shifted[:, 0] += len(self.example_ids)
+        where, resid, nexts = merge_lens(
+            self.example_ids + other.example_ids,
+            [
+                (self.lens_where, self.lens_resid, self.lens_next),
+                (shifted, other.lens_resid, other.lens_next),
+            ],
+            int(self.meta["lens_positions"]),
+            int(self.meta["lens_seed"]),
+        )
+        return {"lens_where": where, "lens_resid": resid, "lens_next": nexts}
 
     __add__ = merge
 
@@ -218,11 +266,25 @@ class ActivationStats:
         for name in EXAMPLE_TENSORS:
             value = getattr(self, name)
             fields[name] = value[list(order)] if value is not None else None
+        if self.lens_where is not None:  # new example indices (dropped examples' rows go)
+            new_index = torch.full((len(self.example_ids),), -1, dtype=torch.long)
+            new_index[torch.as_tensor(list(order), dtype=torch.long)] = torch.arange(len(order))
+            where = self.lens_where.clone()
+            where[:, 0] = new_index[where[:, 0]]
+            rows = [
+                row
+                for row in sorted(range(where.shape[0]), key=lambda row: where[row].tolist())
+                if where[row, 0] >= 0
+            ]
+            fields["lens_where"] = where[rows].reshape(-1, 2)
+            fields["lens_resid"] = self.lens_resid[rows]
+            fields["lens_next"] = self.lens_next[rows]
         return dataclasses.replace(self, **fields)
 
     # --- persistence ------------------------------------------------------------------------
 
     _TENSORS = ("sum", "m2", "n_positive", "max", "n_gate_positive", *EXAMPLE_TENSORS)
+    _TENSORS += LENS_TENSORS  # absent from files of MLP-only collections (and older ones)
 
     def save(self, path: str | Path) -> Path:
         """Write one safetensors file atomically (temp file, then rename)."""
