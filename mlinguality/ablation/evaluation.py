@@ -26,7 +26,7 @@ import contextlib
 import logging
 import math
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import einops
@@ -395,6 +395,25 @@ def _softcap(model, logits: Tensor) -> Tensor:
     return torch.tanh(logits / cap) * cap if cap else logits
 
 
+def head_logit_blocks(
+    model, resid: Float[Tensor, "n d_model"]
+) -> Iterator[tuple[int, Float[Tensor, "n vocab_block"]]]:
+    """The logits of ``resid`` (the unembedding's input), Gemma 2's cap applied, as ``(first
+    token id, float32 block)`` over ``_VOCAB_CHUNK`` head rows on the CPU (25% faster in cache,
+    docs/performance.md; the 262k logits never exist whole), all rows at once elsewhere."""
+    head = _output_head(model)
+    if head is None:
+        raise MlingualityError(f"{type(model).__name__}: the output head is no linear layer")
+    weight, bias = head.weight, head.bias
+    chunk = _VOCAB_CHUNK if resid.device.type == "cpu" else weight.shape[0]
+    for first in range(0, weight.shape[0], chunk):
+        part = slice(first, first + chunk)
+        logits = torch.nn.functional.linear(
+            resid, weight[part], bias[part] if bias is not None else None
+        )
+        yield first, _softcap(model, logits).float()
+
+
 def next_token_nll(
     model,
     resid: Float[Tensor, "n d_model"],
@@ -402,25 +421,13 @@ def next_token_nll(
 ) -> Float[Tensor, " n"]:
     """NLL (nats) of each target token from the unembedding's input at the position predicting it.
 
-    The same numbers as :func:`token_nll` on the full forward's logits (within float rounding),
-    for the scored positions only: neither pads nor the last token of each text reach the
-    vocabulary. On the CPU the log-partition streams over the vocabulary ``_VOCAB_CHUNK`` rows of
-    the head at a time (a running logsumexp): the logits never exist whole (0.5 GB for 512
-    positions of Gemma's 262k vocabulary), and the matmul runs about 25% faster on blocks that
-    stay in cache (docs/performance.md). The target's logit is read from its block.
-    """
-    head = _output_head(model)
-    weight, bias = head.weight, head.bias
-    chunk = _VOCAB_CHUNK if resid.device.type == "cpu" else weight.shape[0]
+    :func:`token_nll` of the full forward's logits (within float rounding) at the scored
+    positions only (pads and each text's last token never reach the vocabulary): a running
+    logsumexp over :func:`head_logit_blocks`, the target's logit read from its block."""
     log_partition = torch.full((len(resid),), -math.inf, device=resid.device)
     target_logit = torch.zeros(len(resid), device=resid.device)
     rows = torch.arange(len(resid), device=resid.device)
-    for first in range(0, weight.shape[0], chunk):
-        part = slice(first, first + chunk)
-        logits = _softcap(
-            model,
-            torch.nn.functional.linear(resid, weight[part], None if bias is None else bias[part]),
-        ).float()
+    for first, logits in head_logit_blocks(model, resid):
         log_partition = torch.logaddexp(log_partition, torch.logsumexp(logits, dim=-1))
         here = (target_ids >= first) & (target_ids < first + logits.shape[-1])
         target_logit[here] = logits[rows[here], target_ids[here] - first]
