@@ -35,6 +35,7 @@ def collect_command(args: argparse.Namespace) -> int:
         per_example=coll.per_example,
         batch_tokens=config.collection_batch_tokens,
         progress=not args.quiet,
+        **config.residual_collection,
     )
     save_stats(stats, args.out)
     sys.stdout.write(f"shard {shard}/{n_shards}: {len(stats)} languages -> {args.out}\n")

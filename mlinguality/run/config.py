@@ -332,6 +332,21 @@ class RunConfig(Section):
         return langs
 
     @property
+    def residual_collection(self) -> dict[str, Any]:
+        """The collection pass's residual keywords (:func:`mlinguality.activations.collect`):
+        residuals for the ``lenses`` stage when it is on, its logit-lens sample seeded by
+        ``seed``.
+
+        >>> RunConfig().residual_collection
+        {'residual': True, 'lens_positions': 256, 'lens_seed': 0}
+        >>> RunConfig.from_dict({"lenses": {"enabled": False}}).residual_collection
+        {'residual': False}
+        """
+        if not self.lenses.enabled:
+            return {"residual": False}
+        return {"residual": True, "lens_positions": self.lenses.lens_positions, "lens_seed": self.seed}
+
+    @property
     def collection_batch_tokens(self) -> int:
         """``collection.batch_tokens``, or where it is ``None`` the device's default: 32,768 on
         CUDA, 4,096 elsewhere.

@@ -55,7 +55,7 @@ def four_way_curves(run_dir: Path, headline: str, english: str = "en") -> pd.Dat
         elif len(rows):
             frame["neurons"] = rows.groupby("layer")["value"].mean()
     frame["probe"] = probes.set_index("layer")["compression"]
-    pairs = similarity[~similarity["control"].astype(bool)]
+    pairs = similarity[(similarity["metric"] == "cka") & ~similarity["control"].astype(bool)]
     frame["similarity"] = pairs.groupby("layer")["excess"].mean()
     others = lens[lens["lang"] != english]
     if len(others):
@@ -131,8 +131,12 @@ def _similarity_u(run_dir: Path) -> tuple[float, float, float]:
     frame = _read(run_dir, "similarity_u.csv")
     if frame is None or not len(frame):
         return (math.nan,) * 3
-    rows = frame[frame["measure"] == "cka_excess"] if "measure" in frame else frame
-    return float(rows["u"].mean()), float(rows["ci_low"].mean()), float(rows["ci_high"].mean())
+    rows = frame[(frame["metric"] == "cka") & ~frame["control"].astype(bool)]
+    return (
+        float(rows["u_over_floor"].mean()),
+        float(rows["u_over_floor_ci_low"].mean()),
+        float(rows["u_over_floor_ci_high"].mean()),
+    )
 
 
 def _with_ci(u: float, low: float, high: float) -> str:

@@ -23,6 +23,7 @@ from mlinguality.ablation.matrix import ACTIVITY_ROW, RANDOM_ROW
 from mlinguality.ablation.outputs import CONTROL_LABELS
 from mlinguality.run.config import RunConfig
 from mlinguality.run.markdown import fmt, table
+from mlinguality.run.lens_report import lens_section, write_lens_plot
 from mlinguality.run.neuron_report import neuron_section, write_browser_page
 from mlinguality.run.summary import build_summary, read_output
 from mlinguality.run.verdicts import FDR_Q, conclusion
@@ -109,6 +110,7 @@ def write_report(
         *neuron_section(files.run_dir),
         *_u_shape_table(config, files, summary),
         *_profile_section(config, files),
+        *lens_section(files.run_dir, config.selectivity.metrics[0], config.lenses.english, config.plots),
         *_neurons_section(config, files),
         *_overlap_section(config, files),
         *_ablation_section(config, files),
@@ -130,6 +132,12 @@ def write_plots(config: RunConfig, files: RunFiles) -> None:
             run_dir / "plots" / "layer_profile.png",
             title=f"{config.model.spec}: per-layer language selectivity",
         )
+    write_lens_plot(
+        run_dir,
+        config.selectivity.metrics[0],
+        config.lenses.english,
+        title=f"{config.model.spec}: layers seen four ways",
+    )
     if files.chosen is not None and len(files.chosen):
         plot_selected(files.chosen, run_dir / "plots" / "selected_neurons.png")
     if files.many_languages:

@@ -95,6 +95,17 @@ def load_merged(config, inputs, folder: Path) -> dict:
                     f"collection.stats {folder}: {lang} {key} differs from the config "
                     f"({lang_stats.meta.get(key)!r} vs {value!r})"
                 )
+        wanted = config.residual_collection
+        if wanted["residual"] and (
+            lang_stats.example_resid_mean is None
+            or lang_stats.meta.get("lens_positions") != wanted["lens_positions"]
+            or lang_stats.meta.get("lens_seed") != wanted["lens_seed"]
+        ):
+            raise ProvenanceError(
+                f"collection.stats {folder}: {lang} was collected without this config's "
+                "residuals (lenses.enabled, lenses.lens_positions, seed); collect the shards with "
+                "this config, or set lenses.enabled=false"
+            )
         if sorted(lang_stats.example_ids) != sorted(select.ids) or "shard" in lang_stats.meta:
             raise ProvenanceError(
                 f"collection.stats {folder}: {lang} holds {len(lang_stats.example_ids)} of "

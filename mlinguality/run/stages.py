@@ -10,7 +10,7 @@ for a config; whether the other ranks take part under torchrun.
 Adding a stage is one module under ``run/steps/`` and one entry here (docs/contributing.md).
 
 >>> [stage.name for stage in STAGES]
-['collect', 'score', 'select', 'examples', 'ablate', 'steer']
+['collect', 'score', 'select', 'examples', 'lenses', 'ablate', 'steer']
 >>> stage_named("select").reads
 ('collect',)
 """
@@ -27,6 +27,8 @@ from mlinguality.run.steps.ablate import ablate
 from mlinguality.run.steps.collect import collect
 from mlinguality.run.steps.examples import OUTPUT as NEURONS_FOLDER
 from mlinguality.run.steps.examples import examples
+from mlinguality.run.steps.lenses import OUTPUT as LENSES_FOLDER
+from mlinguality.run.steps.lenses import lenses
 from mlinguality.run.steps.score import score
 from mlinguality.run.steps.select import select
 from mlinguality.run.steps.steer import OUTPUT as STEERING_FOLDER
@@ -86,6 +88,7 @@ STAGES: tuple[Stage, ...] = (
             "corpus": vars(c.corpus),
             "collection": _without(c.collection, "batch_tokens"),
             "langs": c.collection_langs,
+            **({"residual": c.residual_collection} if c.lenses.enabled else {}),
         },
         inputs=("model", "corpus", "merged_stats"),
         team=True,
@@ -129,6 +132,15 @@ STAGES: tuple[Stage, ...] = (
         enabled=lambda c: c.examples.enabled,
         artifact=("neurons-cards", "neuron-cards"),
         version=2,  # 2: permutation p-values in output_language.csv
+    ),
+    Stage(
+        "lenses",
+        lenses,
+        outputs=(LENSES_FOLDER,),
+        settings=lambda c: {"lenses": _without(c.lenses, "enabled"), "seed": c.seed},
+        reads=("collect",),
+        inputs=("model",),  # the final norm and the unembedding of the logit lens
+        enabled=lambda c: c.lenses.enabled,
     ),
     Stage(
         "ablate",

@@ -92,6 +92,7 @@ class Team:
             batch_tokens=config.collection_batch_tokens,
             checkpoint_dir=Path(checkpoints) / f"rank{self.rank}-of-{self.world}",
             progress=self.is_leader,
+            **config.residual_collection,
         )
         with peers_alive():
             return {lang: all_reduce_stats(local[lang], shards, self.device) for lang in langs}

@@ -39,6 +39,7 @@ def collect(ctx: StageContext) -> None:
             batch_tokens=config.collection_batch_tokens,
             checkpoint_dir=checkpoints,
             progress=True,
+            **config.residual_collection,  # the lenses stage's residuals, same pass
         )
     save_stats(stats, run_dir / "stats")
     shutil.rmtree(checkpoints, ignore_errors=True)
