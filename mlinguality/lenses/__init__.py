@@ -4,4 +4,60 @@ language-ID probes, cross-lingual similarity of parallel examples, and language 
 Each measure reads per-layer residuals (``blocks.L.hook_resid_post``) recorded by the collection
 pass (:func:`mlinguality.activations.collect.collect` with ``residual=True``), so the layer-level
 claim of the neuron metrics is seen four ways from one model pass.
+
+- :mod:`~mlinguality.lenses.logit_lens`: the lens's loss and the language of its top-1 tokens.
+- :mod:`~mlinguality.lenses.probes`: language-ID probes, their control task and code length.
+- :mod:`~mlinguality.lenses.similarity`: CKA and retrieval of parallel examples, with a floor.
+
+docs/lenses.md shows each on the tiny model.
 """
+
+from mlinguality.lenses.logit_lens import (
+    LENS_COLUMNS,
+    LensDecoding,
+    final_norm,
+    lens_decode,
+    lens_logits,
+    logit_lens,
+    logit_lens_languages,
+    token_language_index,
+)
+from mlinguality.lenses.probes import (
+    PROBE_COLUMNS,
+    Probe,
+    fit_probe,
+    language_probe,
+    online_code_length,
+)
+from mlinguality.lenses.similarity import (
+    SIMILARITY_METRICS,
+    SimilarityProfile,
+    cka_draws,
+    linear_cka,
+    retrieval_accuracy,
+    retrieval_draws,
+    similarity_profile,
+)
+
+__all__ = [
+    "LENS_COLUMNS",
+    "PROBE_COLUMNS",
+    "SIMILARITY_METRICS",
+    "LensDecoding",
+    "Probe",
+    "SimilarityProfile",
+    "cka_draws",
+    "final_norm",
+    "fit_probe",
+    "language_probe",
+    "lens_decode",
+    "lens_logits",
+    "linear_cka",
+    "logit_lens",
+    "logit_lens_languages",
+    "online_code_length",
+    "retrieval_accuracy",
+    "retrieval_draws",
+    "similarity_profile",
+    "token_language_index",
+]

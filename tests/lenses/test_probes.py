@@ -13,12 +13,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from sklearn.linear_model import LogisticRegression  # a dev extra (pyproject), the oracle
+from sklearn.preprocessing import StandardScaler
 
 from mlinguality.lenses.probes import fit_probe, language_probe, online_code_length
-
-sklearn = pytest.importorskip("sklearn")  # a dev extra (pyproject); CI installs it
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 
 def _sklearn_fit(x: torch.Tensor, y: torch.Tensor, C: float):
