@@ -26,6 +26,7 @@ else:
 HOOK_POST = "blocks.{layer}.mlp.hook_post"  # act(gate) * up on gated MLPs, act(pre) on plain ones
 HOOK_PRE = "blocks.{layer}.mlp.hook_pre"  # the gate pre-activation on gated MLPs
 HOOK_PRE_LINEAR = "blocks.{layer}.mlp.hook_pre_linear"  # the up projection; exists only when gated
+HOOK_RESID_POST = "blocks.{layer}.hook_resid_post"  # the residual stream after block {layer}
 
 
 def hook_post_name(layer: int) -> str:
@@ -38,11 +39,18 @@ def hook_pre_name(layer: int) -> str:
     return HOOK_PRE.format(layer=layer)
 
 
+def hook_resid_post_name(layer: int) -> str:
+    """``blocks.{layer}.hook_resid_post``."""
+    return HOOK_RESID_POST.format(layer=layer)
+
+
 TokenIds = Int[Tensor, "batch pos"]
 AttentionMask = Int[Tensor, "batch pos"]
 PositionMask = Bool[Tensor, "batch pos"]
 MlpActs = Float[Tensor, "batch pos d_mlp"]  # a hook_post / hook_pre activation of one layer
 ResidActs = Float[Tensor, "batch pos d_model"]  # the residual stream (hook_embed, unembed.hook_in)
+ResidVector = Float[Tensor, " d_model"]  # one residual-stream vector: a mean, a direction
+LayerResid = Float[Tensor, "layer d_model"]  # one residual vector per (chosen) layer
 Logits = Float[Tensor, "batch pos d_vocab"]
 LayerNeuron = Float[Tensor, "layer d_mlp"]  # one value per neuron: a mean, a target, a score
 LayerNeuronCount = Int[Tensor, "layer d_mlp"]  # one count per neuron
@@ -54,18 +62,22 @@ __all__ = [
     "HOOK_POST",
     "HOOK_PRE",
     "HOOK_PRE_LINEAR",
+    "HOOK_RESID_POST",
     "AttentionMask",
     "ExampleLayerNeuron",
     "HookPoint",
     "LayerNeuron",
     "LayerNeuronCount",
+    "LayerResid",
     "Logits",
     "LossPerToken",
     "MlpActs",
     "NeuronMask",
     "PositionMask",
     "ResidActs",
+    "ResidVector",
     "TokenIds",
     "hook_post_name",
     "hook_pre_name",
+    "hook_resid_post_name",
 ]
