@@ -95,7 +95,7 @@ def response_lines(text: str) -> list[str]:
     """The lines of a response: split at line breaks (``str.splitlines``), stripped, blank
     lines dropped.
 
-    >>> response_lines("Au commencement\n\n  Dieu créa  \r\n")
+    >>> response_lines("Au commencement\\n\\n  Dieu créa  \\r\\n")
     ['Au commencement', 'Dieu créa']
     """
     return [line.strip() for line in text.splitlines() if line.strip()]
