@@ -45,6 +45,10 @@ Activate = Literal["mean", "max", "quantile"]
 SteeringPositions = Literal["all", "prompt", "generated"]
 """Which positions a steering intervention writes."""
 
+SteeringMethod = Literal["none", "neurons", "random-neurons", "direction", "random-direction"]
+"""What a steering row did: nothing, the selected neurons, activity-matched random neurons, the
+language direction (difference of mean residuals), or a random direction of the same norm."""
+
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 """The W&B mirror: ``auto`` is online with an API key, else offline."""
 

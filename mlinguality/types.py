@@ -51,6 +51,8 @@ AttentionMask = Int[Tensor, "batch pos"]
 PositionMask = Bool[Tensor, "batch pos"]
 MlpActs = Float[Tensor, "batch pos d_mlp"]  # a hook_post / hook_pre activation of one layer
 ResidActs = Float[Tensor, "batch pos d_model"]  # the residual stream (hook_embed, unembed.hook_in)
+ResidVector = Float[Tensor, " d_model"]  # one residual-stream vector: a mean, a direction
+LayerResid = Float[Tensor, "layer d_model"]  # one residual vector per (chosen) layer
 Logits = Float[Tensor, "batch pos d_vocab"]
 LayerNeuron = Float[Tensor, "layer d_mlp"]  # one value per neuron: a mean, a target, a score
 LayerNeuronCount = Int[Tensor, "layer d_mlp"]  # one count per neuron
@@ -75,6 +77,7 @@ __all__ = [
     "LensResid",
     "LensTokens",
     "LensWhere",
+    "LayerResid",
     "Logits",
     "LossPerToken",
     "MlpActs",
@@ -82,6 +85,7 @@ __all__ = [
     "PositionMask",
     "ResidActs",
     "ResidPerExample",
+    "ResidVector",
     "TokenIds",
     "hook_post_name",
     "hook_pre_name",

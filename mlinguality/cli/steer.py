@@ -45,7 +45,7 @@ def _steer(args: argparse.Namespace) -> int:
         overrides.append(f"tracking.wandb={args.wandb}")
     config = config.with_overrides(overrides)
     inputs = RunInputs(config)
-    _, _, held_out = inputs.splits
+    _, select, held_out = inputs.splits
     from mlinguality.model import set_threads
 
     set_threads(config.model.threads)
@@ -56,6 +56,7 @@ def _steer(args: argparse.Namespace) -> int:
         held_out,
         prompts_file=args.prompts,
         out_dir=Path(args.out) if args.out else None,
+        selection=select,
     )
     tracker = Tracker(config.tracking, config.to_dict(), out, name=f"{run_dir.name}-steer")
     if tracker.mode != "disabled":

@@ -76,7 +76,7 @@ def log_steering(tracker, out: Path, n_samples: int = 40) -> None:
     tracker.log_images(
         {
             f"steering/plot_{name}": out / f"steering_{name}.png"  # steering/alpha: the number
-            for name in ("alpha", "heatmap")
+            for name in ("alpha", "heatmap", "methods")
             if (out / f"steering_{name}.png").exists()
         }
     )

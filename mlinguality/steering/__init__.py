@@ -2,9 +2,24 @@
 
 ``interventions`` (what to write where: deactivate source neurons, activate target neurons,
 strength ``alpha``, positions; checked hooks), ``generation`` (batched, padded generation on a
-TransformerBridge with the hooks active at every step).
+TransformerBridge with the hooks active at every step), ``directions`` (language directions:
+the difference of mean ``resid_post`` between two languages, and random directions of equal
+norm), ``direction_hooks`` (add ``alpha * direction`` at neuron steering's positions).
 """
 
+from mlinguality.steering.direction_hooks import (
+    DirectionHooks,
+    DirectionIntervention,
+    direction_hooks,
+    steer_direction,
+)
+from mlinguality.steering.directions import (
+    direction_from_means,
+    language_direction,
+    language_means,
+    mean_residuals,
+    random_direction,
+)
 from mlinguality.steering.generation import Generations, check_kv_cache, generate
 from mlinguality.steering.interventions import (
     Intervention,
@@ -17,14 +32,23 @@ from mlinguality.steering.interventions import (
 )
 
 __all__ = [
+    "DirectionHooks",
+    "DirectionIntervention",
     "Generations",
     "Intervention",
     "SteeringError",
     "SteeringHooks",
     "SteeringWindow",
     "check_kv_cache",
+    "direction_from_means",
+    "direction_hooks",
     "generate",
+    "language_direction",
     "language_intervention",
+    "language_means",
+    "mean_residuals",
+    "random_direction",
     "steer",
+    "steer_direction",
     "steering_hooks",
 ]

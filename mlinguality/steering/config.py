@@ -37,6 +37,15 @@ class SteeringConfig(Section):
         activity_control: Draw the random sets from neurons of the same firing rate (deciles
             per layer on the selection data), not only the same count per layer.
         batch_size: Prompts per generation batch.
+        directions: Also steer with language directions (the difference of mean residuals,
+            ``blocks.L.hook_resid_post``, of target and source text over the selection split,
+            added as ``alpha * direction`` at the same positions) and with random directions
+            of equal norm (``n_random`` per alpha and layer): the ``direction`` and
+            ``random-direction`` rows (:mod:`mlinguality.steering.direction_experiment`).
+        direction_layers: Layers swept, each steered on its own (negative ones count from the
+            end); ``None``: a quarter, half and three quarters of the depth.
+        direction_alphas: Strengths of the directions (1 moves the source mean onto the
+            target mean); ``None``: the same as ``alphas``, so the methods share an axis.
     """
 
     _key = "steering"
@@ -55,6 +64,9 @@ class SteeringConfig(Section):
     n_random: int = 1
     activity_control: bool = True
     batch_size: int = 16
+    directions: bool = False
+    direction_layers: list[int] | None = None
+    direction_alphas: list[float] | None = None
 
     def validate(self) -> None:
         if not self.alphas:
@@ -70,6 +82,12 @@ class SteeringConfig(Section):
             self._fail("n_random", f"must be >= 0, got {self.n_random}")
         if not 0.0 <= self.quantile <= 1.0:
             self._fail("quantile", f"must be in [0, 1], got {self.quantile}")
+        if self.direction_layers is not None and not self.direction_layers:
+            self._fail("direction_layers", "give at least one layer, or null for the default")
+        if self.direction_alphas is not None:
+            if not self.direction_alphas:
+                self._fail("direction_alphas", "give at least one strength, or null for alphas")
+            self._check_finite("direction_alphas")
         for pair in self.pairs or []:
             if len(pair.split("-")) != 2 or not all(pair.split("-")):
                 self._fail("pairs", f"{pair!r} is not of the form 'en-fr'")

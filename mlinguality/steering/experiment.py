@@ -9,10 +9,17 @@ Conditions per pair, on the same prompts (greedy, or sampled with the same seeds
   layer and, with ``activity_control`` (the default), in firing-rate decile on the selection
   data (:func:`mlinguality.ablation.random_sets.random_matched_mask`), ``n_random`` draws per alpha.
 
-Each generation is scored by an offline identifier (target / source / other), by its fluency
-(bits per byte of the generated text, BOS first, under the *unsteered* model, as in
+Each generation is scored by an offline identifier (target / source / other), line by line
+for the Language Confusion Benchmark's line-level pass (every judged line in the target
+language: :func:`mlinguality.steering.language_id.line_languages`), by its fluency (bits per
+byte of the generated text, BOS first, under the *unsteered* model, as in
 :mod:`mlinguality.ablation.evaluation`) and by its distinct token bigrams (1 - repetition).
-:func:`summarize` averages them per pair, condition and alpha.
+:func:`summarize` averages them per pair, condition, alpha (and layer, for directions).
+
+The rows are the shared table of every steering method (:func:`result_rows`): the ``method``
+column says ``none``, ``neurons``, ``random-neurons``, or, from
+:func:`mlinguality.steering.direction_experiment.direction_experiment`, ``direction`` and
+``random-direction``.
 """
 
 from __future__ import annotations
@@ -29,27 +36,46 @@ import torch
 from mlinguality.ablation.evaluation import encode_texts, evaluate
 from mlinguality.ablation.random_sets import firing_rate, random_matched_mask
 from mlinguality.activations.stats import ActivationStats
+from mlinguality.choices import SteeringMethod
 from mlinguality.errors import MlingualityError
 from mlinguality.steering.config import SteeringConfig
+from mlinguality.steering.direction_hooks import DirectionHooks
 from mlinguality.steering.generation import Generations, generate
 from mlinguality.steering.interventions import (
     Intervention,
+    SteeringHooks,
     language_intervention,
     steering_hooks,
 )
-from mlinguality.steering.language_id import LanguageIdentifier, distinct_n, outcome
+from mlinguality.steering.language_id import (
+    LanguageIdentifier,
+    distinct_n,
+    line_languages,
+    line_pass,
+    outcome,
+)
 from mlinguality.types import LayerNeuron, NeuronMask
 
 logger = logging.getLogger(__name__)
 
 CONDITIONS = ("none", "steer", "random")
+# The method of each condition: what the tables' `method` column says. The direction experiment
+# (mlinguality.steering.direction_experiment) adds its conditions under their own names.
+METHODS: dict[str, SteeringMethod] = {
+    "none": "none",
+    "steer": "neurons",
+    "random": "random-neurons",
+    "direction": "direction",
+    "random-direction": "random-direction",
+}
 
 
 # n of the distinct-n-gram rate (1 - repetition) of each generation
 DISTINCT = 2
 
 
-def _seed(seed: int, *parts) -> int:
+def control_seed(seed: int, *parts) -> int:
+    """A seed for one random control, from the run's ``seed`` and what the control is of."""
     return (seed * 1_000_003 + zlib.crc32("/".join(map(str, parts)).encode())) % 2**31
 
 
@@ -66,12 +92,13 @@ def text_bits_per_byte(model, texts: Sequence[str], batch_tokens: int = 512) -> 
     return out
 
 
-def _score(
+def score_generations(
     model,
     generations: Generations,
     identifier: LanguageIdentifier,
 ) -> list[dict]:
-    """Language, probability, fluency and repetition of each generation (no hooks active)."""
+    """Language, probability, fluency, repetition and per-line languages of each generation
+    (call it with no steering hooks active: fluency is the unsteered model's)."""
     bpb = text_bits_per_byte(model, generations.texts)
     rows = []
     for i, text in enumerate(generations.texts):
@@ -87,17 +114,55 @@ def _score(
                 "stopped": generations.stopped[i],
                 "bits_per_byte": bpb[i],
                 f"distinct_{DISTINCT}": distinct_n(generations.new_ids[i], DISTINCT),
+                "line_langs": " ".join(line_languages(identifier, text)),
             }
         )
     return rows
 
 
-def _generate(
-    model, prompts, settings: SteeringConfig, intervention: Intervention | None, seed: int
+def result_rows(
+    source: str,
+    target: str,
+    condition: str,
+    alpha: float,
+    draw: int,
+    scored: Sequence[dict],
+    *,
+    n_neurons: int = 0,
+    layer: int | None = None,
+    direction_norm: float | None = None,
+) -> list[dict]:
+    """The table rows of one generation run (one per prompt), in the columns every steering
+    method shares: ``method`` names it (:data:`METHODS`), ``layer`` and ``direction_norm`` are
+    the direction's (``None`` for neurons), ``outcome`` and ``line_pass`` (LCB's line-level pass,
+    :func:`~mlinguality.steering.language_id.line_pass`) are judged against ``target``."""
+    return [
+        {
+            "source": source,
+            "target": target,
+            "condition": condition,
+            "method": METHODS[condition],
+            "alpha": alpha,
+            "layer": layer,
+            "draw": draw,
+            "n_neurons": n_neurons,
+            "direction_norm": direction_norm,
+            **row,
+            "outcome": outcome(row["lang"], source, target),
+            "line_pass": line_pass(row["line_langs"].split(), target),
+        }
+        for row in scored
+    ]
+
+
+def generate_prompts(
+    model,
+    prompts,
+    settings: SteeringConfig,
+    hooks: SteeringHooks | DirectionHooks | None,
+    seed: int,
 ) -> Generations:
-    hooks = None
-    if intervention is not None:
-        hooks = steering_hooks(model, intervention, settings.positions)
+    """:func:`~mlinguality.steering.generation.generate` with the settings' decoding options."""
     return generate(
         model,
         prompts,
@@ -108,6 +173,15 @@ def _generate(
         seed=seed,
         batch_size=settings.batch_size,
     )
+
+
+def _generate(
+    model, prompts, settings: SteeringConfig, intervention: Intervention | None, seed: int
+) -> Generations:
+    hooks = None
+    if intervention is not None:
+        hooks = steering_hooks(model, intervention, settings.positions)
+    return generate_prompts(model, prompts, settings, hooks, seed)
 
 
 def random_intervention(
@@ -179,19 +253,9 @@ def steering_experiment(
     rows: list[dict] = []
 
     def record(source, target, condition, alpha, draw, n_neurons, scored):
-        for row in scored:
-            rows.append(
-                {
-                    "source": source,
-                    "target": target,
-                    "condition": condition,
-                    "alpha": alpha,
-                    "draw": draw,
-                    "n_neurons": n_neurons,
-                    **row,
-                    "outcome": outcome(row["lang"], source, target),
-                }
-            )
+        rows.extend(
+            result_rows(source, target, condition, alpha, draw, scored, n_neurons=n_neurons)
+        )
 
     def tick(label):
         nonlocal done
@@ -201,7 +265,9 @@ def steering_experiment(
 
     for source in sources:
         source_prompts = list(prompts[source])
-        base = _score(model, _generate(model, source_prompts, settings, None, seed), identifier)
+        base = score_generations(
+            model, _generate(model, source_prompts, settings, None, seed), identifier
+        )
         tick(f"{source} none")
         for src, target in pairs:
             if src == source:
@@ -227,11 +293,13 @@ def steering_experiment(
                     alpha,
                     0,
                     chosen.n_neurons,
-                    _score(model, out, identifier),
+                    score_generations(model, out, identifier),
                 )
                 tick(f"{source}->{target} steer alpha={alpha}")
                 for draw in range(settings.n_random):
-                    generator = torch.Generator().manual_seed(_seed(seed, source, target, draw))
+                    generator = torch.Generator().manual_seed(
+                        control_seed(seed, source, target, draw)
+                    )
                     control = random_intervention(
                         stats, masks, source, target, settings, generator, activity
                     )
@@ -245,7 +313,7 @@ def steering_experiment(
                         alpha,
                         draw,
                         control.n_neurons,
-                        _score(model, out, identifier),
+                        score_generations(model, out, identifier),
                     )
                     tick(f"{source}->{target} random alpha={alpha}")
     return rows
@@ -259,28 +327,38 @@ def _mean(values) -> float:
 def summarize(
     rows: Sequence[dict], accuracy: Mapping[str, float] | None = None, distinct: int = DISTINCT
 ) -> list[dict]:
-    """Per (source, target, condition, alpha): outcome shares, mean fluency and repetition,
-    and the identifier's accuracy on unsteered corpus text of the source and target languages."""
+    """Per (source, target, condition, alpha, layer): outcome shares, the Language Confusion
+    Benchmark's line-level pass rate (share of responses whose every judged line is in the
+    target language), mean fluency and repetition, and the identifier's accuracy on unsteered
+    corpus text of the source and target languages.
+
+    ``method`` (:data:`METHODS`) puts neuron and direction steering side by side; ``layer`` and
+    ``direction_norm`` are the direction's (``None`` for the neuron rows)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        key = (row["source"], row["target"], row["condition"], row["alpha"])
+        key = (row["source"], row["target"], row["condition"], row["alpha"], row.get("layer"))
         groups.setdefault(key, []).append(row)
     accuracy = accuracy or {}
     summary = []
-    for (source, target, condition, alpha), group in groups.items():
+    for (source, target, condition, alpha, layer), group in groups.items():
         n = len(group)
+        norms = [row["direction_norm"] for row in group if row.get("direction_norm") is not None]
         summary.append(
             {
                 "source": source,
                 "target": target,
                 "condition": condition,
+                "method": METHODS[condition],
                 "alpha": alpha,
+                "layer": layer,
                 "n": n,
                 "n_neurons": _mean([row["n_neurons"] for row in group]),
+                "direction_norm": _mean(norms) if norms else None,
                 **{
                     f"share_{kind}": sum(row["outcome"] == kind for row in group) / n
                     for kind in ("target", "source", "other")
                 },
+                "line_pass_rate": sum(bool(row["line_pass"]) for row in group) / n,
                 "n_empty": sum(not row["text"].strip() for row in group),
                 "bits_per_byte": _mean([row["bits_per_byte"] for row in group]),
                 f"distinct_{distinct}": _mean([row[f"distinct_{distinct}"] for row in group]),
@@ -308,8 +386,13 @@ def write_rows(rows: Sequence[dict], path: str | Path) -> Path:
 __all__ = [
     "CONDITIONS",
     "DISTINCT",
+    "METHODS",
     "SteeringConfig",
+    "control_seed",
+    "generate_prompts",
     "random_intervention",
+    "result_rows",
+    "score_generations",
     "steering_experiment",
     "summarize",
     "text_bits_per_byte",

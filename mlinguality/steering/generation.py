@@ -34,6 +34,7 @@ import torch
 
 from mlinguality.activations.batching import pad_token_id, tokenize_texts
 from mlinguality.errors import MlingualityError
+from mlinguality.steering.direction_hooks import DirectionHooks
 from mlinguality.steering.interventions import SteeringHooks
 from mlinguality.types import AttentionMask, PositionMask, TokenIds
 
@@ -163,7 +164,7 @@ def generate(
     prompts: Sequence[str],
     *,
     max_new_tokens: int = 32,
-    hooks: SteeringHooks | None = None,
+    hooks: SteeringHooks | DirectionHooks | None = None,
     do_sample: bool = False,
     temperature: float = 1.0,
     top_k: int | None = None,
@@ -179,8 +180,10 @@ def generate(
         model: A TransformerBridge.
         prompts: Non-empty strings.
         max_new_tokens: Most tokens generated per prompt.
-        hooks: Steering hooks (``positions`` applies: prompt, generated or all columns); they are
-            registered for the call and verified after it.
+        hooks: Steering hooks, of neurons (:func:`~mlinguality.steering.interventions.steering_hooks`)
+            or of a direction (:func:`~mlinguality.steering.direction_hooks.direction_hooks`);
+            ``positions`` applies (prompt, generated or all columns); they are registered for
+            the call and verified after it.
         do_sample: Sample (``temperature``, ``top_k``, ``top_p``) instead of greedy decoding.
         seed: Sampling seed; batch ``b`` draws from ``seed + b`` (the global RNG is restored after).
         batch_size: Prompts per batch (sorted by length, left-padded).

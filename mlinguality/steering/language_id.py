@@ -1,5 +1,6 @@
 """Stage 6c: what language did the model write, and is the text any good: an offline identifier
-(py3langid, its model bundled in the wheel), identifier accuracy, and repetition.
+(py3langid, its model bundled in the wheel), identifier accuracy, the Language Confusion
+Benchmark's line-level pass (Marchisio et al. 2024), and repetition.
 
 >>> identifier = LanguageIdentifier()
 >>> identifier.identify(["Au commencement, Dieu créa les cieux et la terre.", "  "])
@@ -8,6 +9,8 @@
 ('target', 'other')
 >>> distinct_n([5, 6, 5, 6, 5], n=2)  # bigrams (5,6) (6,5) (5,6) (6,5): 2 distinct of 4
 0.5
+>>> line_pass(["fr", "fr"], target="fr"), line_pass(["fr", "en"], target="fr"), line_pass([], "fr")
+(True, False, False)
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from mlinguality.errors import MlingualityError
 logger = logging.getLogger(__name__)
 
 OUTCOMES = ("target", "source", "other")
+# A line with fewer letters than this is not judged on its own (a list marker, a number, one
+# short word: too little for a character n-gram identifier); see line_languages.
+LINE_MIN_LETTERS = 10
 
 
 class LanguageIdentifier:
@@ -85,6 +91,43 @@ def distinct_n(ids: Sequence[int], n: int = 2) -> float:
     return len(set(grams)) / len(grams) if grams else 1.0
 
 
+def response_lines(text: str) -> list[str]:
+    """The lines of a response: split at line breaks (``str.splitlines``), stripped, blank
+    lines dropped.
+
+    >>> response_lines("Au commencement\\n\\n  Dieu créa  \\r\\n")
+    ['Au commencement', 'Dieu créa']
+    """
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def line_languages(
+    identifier: LanguageIdentifier, text: str, min_letters: int = LINE_MIN_LETTERS
+) -> list[str]:
+    """The identified language of each judged line of ``text`` (Language Confusion Benchmark,
+    Marchisio et al. 2024, line level).
+
+    Lines come from :func:`response_lines`. A line with fewer than ``min_letters`` letters
+    (``str.isalpha``) is not judged on its own: it neither passes nor fails a response. When no
+    line is long enough but the response has letters, the whole response is judged as one line
+    (so a short one-line response is judged exactly as :meth:`LanguageIdentifier.classify`
+    judges it). A response without letters has no judged line (and so does not pass).
+    """
+    lines = response_lines(text)
+    judged = [line for line in lines if sum(c.isalpha() for c in line) >= min_letters]
+    if not judged and any(c.isalpha() for c in text):
+        judged = [" ".join(lines)]
+    return [identifier.classify(line)[0] for line in judged]
+
+
+def line_pass(line_langs: Sequence[str], target: str) -> bool:
+    """LCB's line-level pass: every judged line is in ``target`` (and there is at least one).
+
+    The line-level pass rate of a set of responses is the mean of this over them.
+    """
+    return bool(line_langs) and all(lang == target for lang in line_langs)
+
+
 def first_words(text: str, n_words: int) -> str:
     """The first ``n_words`` whitespace words of ``text`` (a prompt cut from a corpus example).
 
@@ -95,9 +138,13 @@ def first_words(text: str, n_words: int) -> str:
 
 
 __all__ = [
+    "LINE_MIN_LETTERS",
     "OUTCOMES",
     "LanguageIdentifier",
     "distinct_n",
     "first_words",
+    "line_languages",
+    "line_pass",
     "outcome",
+    "response_lines",
 ]

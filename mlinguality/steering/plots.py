@@ -1,5 +1,6 @@
 """Plots of a steering experiment's summary (:func:`mlinguality.steering.experiment.summarize`):
-language share and fluency against alpha, and the source x target heatmap."""
+language share and fluency against alpha, the source x target heatmap, and the methods (neurons,
+directions, their random controls) side by side."""
 
 from __future__ import annotations
 
@@ -103,6 +104,63 @@ def plot_heatmap(summary: Sequence[dict], alpha: float, path: str | Path) -> Pat
     return _save(fig, path, plt)
 
 
+_METHOD_STYLE = {  # neurons in blue, directions in orange; the random controls dashed
+    "neurons": ("C0", "o-"),
+    "random-neurons": ("C0", "s--"),
+    "direction": ("C1", "o-"),
+    "random-direction": ("C1", "s--"),
+}
+
+
+def _method_curves(summary: Sequence[dict]) -> dict[tuple[str, object], dict[float, list[dict]]]:
+    """``{(method, layer): {alpha: rows}}`` for every steered method (layer None for neurons)."""
+    curves: dict[tuple[str, object], dict[float, list[dict]]] = {}
+    for row in summary:
+        if row.get("method", "none") in _METHOD_STYLE:
+            key = (row["method"], row.get("layer"))
+            curves.setdefault(key, {}).setdefault(row["alpha"], []).append(row)
+    return curves
+
+
+def plot_methods(summary: Sequence[dict], path: str | Path) -> Path:
+    """Neuron steering against direction steering (each with its random control): the
+    target-language share against alpha, and against bits per byte (fluency under the
+    unsteered model: up and to the left is better), mean over pairs, one curve per method and
+    direction layer; the unsteered level dotted."""
+    curves = _method_curves(summary)
+    if not curves:
+        raise MlingualityError("plot_methods: no steered rows in the summary")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    layers = sorted({layer for _, layer in curves if layer is not None})
+    shades = {layer: 0.35 + 0.65 * (i + 1) / len(layers) for i, layer in enumerate(layers)}
+    for (method, layer), by_alpha in sorted(curves.items(), key=lambda kv: str(kv[0])):
+        color, style = _METHOD_STYLE[method]
+        alphas = sorted(by_alpha)
+        share = [_mean(r["share_target"] for r in by_alpha[a]) for a in alphas]
+        bpb = [_mean(r["bits_per_byte"] for r in by_alpha[a]) for a in alphas]
+        label = method if layer is None else f"{method} L{layer}"
+        alpha_channel = 1.0 if layer is None else shades[layer]
+        axes[0].plot(alphas, share, style, color=color, alpha=alpha_channel, label=label)
+        axes[1].plot(bpb, share, style, color=color, alpha=alpha_channel, label=label)
+    none = [row for row in summary if row.get("method", row["condition"]) == "none"]
+    base_share = _mean(row["share_target"] for row in none)
+    base_bpb = _mean(row["bits_per_byte"] for row in none)
+    if base_share == base_share:
+        axes[0].axhline(base_share, color="gray", linestyle=":", label="no intervention")
+        if base_bpb == base_bpb:
+            axes[1].plot([base_bpb], [base_share], "k*", label="no intervention")
+    axes[0].set_xlabel("alpha")
+    axes[1].set_xlabel("bits per byte (unsteered model)")
+    for ax in axes:
+        ax.set_ylabel("target-language share")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0].set_title("target share vs strength", fontsize=9)
+    axes[1].set_title("target share vs fluency (one point per alpha)", fontsize=9)
+    axes[0].legend(fontsize=6)
+    return _save(fig, path, plt)
+
+
 def _save(fig, path: str | Path, plt) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,4 +169,4 @@ def _save(fig, path: str | Path, plt) -> Path:
     return path
 
 
-__all__ = ["plot_alpha", "plot_heatmap"]
+__all__ = ["plot_alpha", "plot_heatmap", "plot_methods"]

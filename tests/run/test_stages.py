@@ -67,7 +67,7 @@ def test_a_declared_stage_is_run_by_the_runner(tmp_path, monkeypatch):
 
 def test_a_disabled_stage_is_not_run():
     names = [stage.name for stage in stages.enabled_stages(_config_for_enabled())]
-    assert names == ["collect", "score", "select", "examples"]  # ablate off, steer off
+    assert names == ["collect", "score", "select", "examples", "lenses"]  # ablate off, steer off
 
 
 def _config_for_enabled():

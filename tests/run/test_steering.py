@@ -115,3 +115,47 @@ def test_prompt_file_languages(tmp_path):
     tagged.write_text("en\tIn the\n", encoding="utf-8")
     with pytest.raises(MlingualityError, match="no prompt for source language 'ru'"):
         read_prompt_file(tagged, ["ru"])
+
+
+def test_steering_directions_add_method_rows_beside_the_neuron_rows(steered_run, tmp_path):
+    """``steering.directions: true`` adds direction and random-direction rows (one layer each)
+    to the same tables, the means file, the methods plot and per-layer headline keys; the
+    neuron rows are those of the run without directions."""
+    from mlinguality.cli.main import main
+
+    _, _, run_dir = steered_run
+    out = tmp_path / "out"
+    args = ["steer", str(run_dir), "--from", "en", "--to", "fr", "--out", str(out)]
+    args += ["--wandb", "disabled", "--set", "steering.directions=true"]
+    args += ["--set", "steering.direction_layers=[-1]", "--set", "steering.direction_alphas=[4.0]"]
+    with pytest.raises(SystemExit) as exit_code:
+        main(args)
+    assert exit_code.value.code == 0
+    rows = _rows(out / "steering.csv")
+    methods = [r["method"] for r in rows]
+    assert set(methods) == {"none", "neurons", "random-neurons", "direction", "random-direction"}
+    assert methods.count("direction") == methods.count("random-direction") == 2  # 2 prompts
+    layers = {r["layer"] for r in rows if r["method"].endswith("direction")}
+    assert len(layers) == 1 and {r["layer"] for r in rows if r["method"] == "neurons"} == {""}
+    assert {r["line_pass"] for r in rows} <= {"True", "False"}
+    before = _rows(run_dir / "steering" / "steering.csv")
+    # the neuron rows are unchanged by directions (the run's alpha 2.0, the same prompts)
+    assert [r["text"] for r in rows if r["method"] in ("none", "neurons")] == [
+        r["text"] for r in before if r["condition"] in ("none", "steer")
+    ]
+    summary = _rows(out / "steering_summary.csv")
+    assert [s["method"] for s in summary] == [
+        "none",
+        "neurons",
+        "random-neurons",
+        "direction",
+        "random-direction",
+    ]
+    assert all(0.0 <= float(s["line_pass_rate"]) <= 1.0 for s in summary)
+    assert (out / "steering_methods.png").exists() and (
+        out / "direction_means.safetensors"
+    ).exists()
+    headline = json.loads((out / "steering.json").read_text())["headline"]
+    assert headline["direction_alpha"] == 4.0
+    assert f"share_target_direction_L{layers.pop()}" in headline
+    assert "line_pass_rate_steer" in headline

@@ -15,6 +15,14 @@ their first ``prompt_words`` words, or from a prompt file, runs
   verses, and verses cut to about the generated length);
 - ``steering_alpha.png``, ``steering_heatmap.png``, ``steering.json`` (settings and headline).
 
+With ``steering.directions: true`` the same tables also hold the language-direction rows
+(``method`` ``direction`` and ``random-direction``, one ``layer`` each: the difference of mean
+``resid_post`` of target and source text over the *selection* split, at collection's positions,
+added with ``direction_alphas``), beside the neuron rows (``neurons``, ``random-neurons``), and
+the folder gets ``direction_means.safetensors`` (each language's mean residual at the swept
+layers) and ``steering_methods.png`` (target share against alpha and against bits per byte, per
+method). With it false the rows are neuron steering's alone, as before.
+
 A prompt file has one prompt per line; ``lang<TAB>prompt`` lines give the language, untagged
 lines are used for every source language.
 """
@@ -102,13 +110,17 @@ def run_steering(
     *,
     prompts_file: str | Path | None = None,
     out_dir: Path | None = None,
+    selection=None,
 ) -> Path:
-    """Run the steering experiment of ``config.steering`` on a finished run; return its folder."""
+    """Run the steering experiment of ``config.steering`` on a finished run; return its folder.
+
+    ``selection`` (the selection split) is needed with ``steering.directions``: the directions'
+    mean residuals come from it, never from the held-out prompts."""
     from mlinguality.activations.stats import load_stats
     from mlinguality.run.steps.select import load_masks
     from mlinguality.steering.experiment import steering_experiment, summarize, write_rows
     from mlinguality.steering.language_id import LanguageIdentifier, first_words
-    from mlinguality.steering.plots import plot_alpha, plot_heatmap
+    from mlinguality.steering.plots import plot_alpha, plot_heatmap, plot_methods
 
     cfg = config.steering
     pairs = steering_pairs(config)
@@ -134,8 +146,10 @@ def run_steering(
     rows = steering_experiment(
         model, stats, masks, prompts, pairs, cfg, identifier, progress=progress, seed=config.seed
     )
-    summary = summarize(rows, accuracy)
     out = out_dir or run_dir / OUTPUT
+    if cfg.directions:
+        rows += _direction_rows(config, model, selection, prompts, pairs, identifier, progress, out)
+    summary = summarize(rows, accuracy)
     write_rows(rows, out / "steering.csv")
     write_rows(summary, out / "steering_summary.csv")
     write_rows(accuracy_rows, out / "identifier.csv")
@@ -144,23 +158,69 @@ def run_steering(
         control = "activity-matched random" if cfg.activity_control else "count-matched random"
         plot_alpha(summary, out / "steering_alpha.png", control)
         plot_heatmap(summary, alpha, out / "steering_heatmap.png")
+        if cfg.directions:
+            plot_methods(summary, out / "steering_methods.png")
     record = {
         "settings": config.steering.to_dict(),
         "pairs": [f"{s}-{t}" for s, t in pairs],
         "n_prompts": {lang: len(p) for lang, p in prompts.items()},
         "prompts": "file" if prompts_file else f"held-out, first {cfg.prompt_words} words",
         "seconds": round(time.perf_counter() - start, 1),
-        "headline": headline(summary, alpha),
+        "headline": headline(summary, alpha)
+        | (direction_headline(summary, cfg, model.cfg.n_layers) if cfg.directions else {}),
         "identifier_accuracy_cut": {k: (v if v == v else None) for k, v in accuracy.items()},
     }
     (out / "steering.json").write_text(json.dumps(record, indent=1, ensure_ascii=False))
     return out
 
 
+def _direction_rows(config: RunConfig, model, selection, prompts, pairs, identifier, progress, out):
+    """The direction and random-direction rows; each language's mean residuals saved in ``out``."""
+    from safetensors.torch import save_file
+
+    from mlinguality.steering.direction_experiment import direction_experiment, direction_layers
+    from mlinguality.steering.directions import language_means
+
+    if selection is None:
+        raise MlingualityError("steering.directions needs the selection split (selection=...)")
+    layers = direction_layers(config.steering, model.cfg.n_layers)
+    langs = list(dict.fromkeys(lang for pair in pairs for lang in pair))
+    started = time.perf_counter()
+    means = language_means(
+        model,
+        selection,
+        langs,
+        layers,
+        positions=config.collection.positions,
+        include_bos=config.collection.include_bos,
+        batch_tokens=config.collection_batch_tokens,
+    )
+    logger.info(
+        "steering: mean residuals of %s at layers %s (%.0f s)",
+        ", ".join(langs),
+        layers,
+        time.perf_counter() - started,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {lang: m.mean.contiguous() for lang, m in means.items()},
+        str(out / "direction_means.safetensors"),
+        metadata={
+            "layers": json.dumps(layers),
+            "n_tokens": json.dumps({lang: m.n_tokens for lang, m in means.items()}),
+            "hook": "blocks.{L}.hook_resid_post",
+            "positions": config.collection.positions,
+        },
+    )
+    return direction_experiment(
+        model, means, prompts, pairs, config.steering, identifier, progress, seed=config.seed
+    )
+
+
 def steer(ctx: StageContext) -> None:
     """The runner's ``steer`` stage: :func:`run_steering` on the run's own model and split."""
-    _, _, held_out = ctx.inputs.splits
-    run_steering(ctx.config, ctx.run_dir, ctx.inputs.model, held_out)
+    _, select, held_out = ctx.inputs.splits
+    run_steering(ctx.config, ctx.run_dir, ctx.inputs.model, held_out, selection=select)
 
 
 def heatmap_alpha(cfg: SteeringConfig) -> float:
@@ -188,4 +248,33 @@ def headline(summary: list[dict], alpha: float) -> dict[str, float | None]:
         "bits_per_byte_none": mean("none", "bits_per_byte", None),
         "bits_per_byte_steer": mean("steer", "bits_per_byte", alpha),
         "bits_per_byte_random": mean("random", "bits_per_byte", alpha),
+        "line_pass_rate_none": mean("none", "line_pass_rate", None),
+        "line_pass_rate_steer": mean("steer", "line_pass_rate", alpha),
+        "line_pass_rate_random": mean("random", "line_pass_rate", alpha),
     }
+
+
+def direction_headline(summary: list[dict], cfg: SteeringConfig, n_layers: int) -> dict:
+    """Per swept layer, mean over pairs at the direction alpha (1.0 when swept, else the
+    largest): target share, LCB line-level pass rate and bits per byte of the direction and of
+    the random direction (``share_target_direction_L6``, ``share_target_random_direction_L6``,
+    ...)."""
+    from mlinguality.steering.direction_experiment import direction_alphas, direction_layers
+
+    alphas = direction_alphas(cfg)
+    alpha = 1.0 if 1.0 in alphas else max(alphas)
+    out: dict[str, float | None] = {"direction_alpha": alpha}
+    for layer in direction_layers(cfg, n_layers):
+        for condition in ("direction", "random-direction"):
+            chosen = [
+                row
+                for row in summary
+                if row["condition"] == condition
+                and row["alpha"] == alpha
+                and row.get("layer") == layer
+            ]
+            for key in ("share_target", "line_pass_rate", "bits_per_byte"):
+                values = [row[key] for row in chosen if row[key] == row[key]]
+                name = f"{key}_{condition.replace('-', '_')}_L{layer}"
+                out[name] = sum(values) / len(values) if values else None
+    return out
