@@ -19,6 +19,7 @@ from mlinguality.selectivity.u_shape import u_shape_layers
 
 FOLDER = "lenses"
 PLOT = "plots/layers_four_ways.png"
+SATURATED = 0.99  # probe accuracy at every layer at or above this: the accuracy says nothing
 
 
 def _read(run_dir: Path, name: str) -> pd.DataFrame | None:
@@ -56,7 +57,10 @@ def four_way_curves(run_dir: Path, headline: str, english: str = "en") -> pd.Dat
             frame["neurons"] = rows.groupby("layer")["value"].mean()
     frame["probe"] = probes.set_index("layer")["compression"]
     pairs = similarity[(similarity["metric"] == "cka") & ~similarity["control"].astype(bool)]
-    frame["similarity"] = pairs.groupby("layer")["excess"].mean()
+    if pairs["excess"].notna().any():
+        frame["similarity"] = pairs.groupby("layer")["excess"].mean()
+    else:  # no same-language pair in the corpus: the dissimilarity itself
+        frame["similarity"] = 1 - pairs.groupby("layer")["value"].mean()
     others = lens[lens["lang"] != english]
     if len(others):
         frame["lens_input"] = others.groupby("layer")["share_input"].mean()
@@ -66,9 +70,9 @@ def four_way_curves(run_dir: Path, headline: str, english: str = "en") -> pd.Dat
 
 
 LABELS = {
-    "neurons": "neurons: {headline} over the floor",
+    "neurons": "neurons: {headline} over the same-language floor",
     "probe": "probe: compression (uniform / online code bits)",
-    "similarity": "similarity: (1 - CKA) over the floor",
+    "similarity": "similarity: (1 - CKA) over the same-language floor",
     "lens_input": "logit lens: share of top-1 tokens in the input language",
     "lens_en": "logit lens: share of top-1 tokens in English (non-English input)",
 }
@@ -156,8 +160,8 @@ def lens_section(run_dir: Path, headline: str, english: str, plots: bool) -> lis
         "(`lenses/`; docs/lenses.md). Each curve is a language-specificity score, higher = more "
         "language-specific: the neuron metric over the same-language floor; the language-ID "
         "probe's compression (the online code length of Voita & Titov against the uniform code, "
-        "on held-out examples); 1 - linear CKA of parallel examples' mean residuals, minus the "
-        "floor's (two translations of one language); and the logit lens's share of top-1 "
+        "on held-out examples); 1 - linear CKA of parallel examples' mean residuals, over the "
+        "same-language floor (two translations of one language); and the logit lens's share of top-1 "
         "decoded tokens in the input language. U: the edge layers' mean over the middle half's "
         "(> 1: the seed paper's U)."
     )
@@ -186,8 +190,13 @@ def lens_section(run_dir: Path, headline: str, english: str, plots: bool) -> lis
             "",
             f"Probe accuracy on held-out examples: {fmt(probes['accuracy'].min(), '.3f')} to "
             f"{fmt(probes['accuracy'].max(), '.3f')} over layers (shuffled-label control "
-            f"{fmt(probes['control_accuracy'].mean(), '.3f')} on average): it saturates, which is "
-            "why the curve above is the code length.",
+            f"{fmt(probes['control_accuracy'].mean(), '.3f')} on average, chance "
+            f"{fmt(probes['chance'].iloc[0], '.3f')})"
+            + (
+                ": it saturates, which is why the curve above is the code length."
+                if probes["accuracy"].min() >= SATURATED
+                else "."
+            ),
         ]
     lens = _read(run_dir, "logit_lens.csv")
     if lens is not None:
