@@ -104,7 +104,7 @@ def _config(root: Path, **sections) -> RunConfig:
         "tracking": {"wandb": "offline", "tags": ["unit"]},
     }
     for section, values in sections.items():
-        data[section] = {**data[section], **values} if isinstance(values, dict) else values
+        data[section] = {**data.get(section, {}), **values} if isinstance(values, dict) else values
     return RunConfig.from_dict(data)
 
 
