@@ -66,6 +66,10 @@ DEFAULT_FRACTIONS = (
     1.0,
 )  # Voita & Titov's doubling blocks, cut for ~1k examples
 DEFAULT_C = 1.0  # scikit-learn's default inverse regularization strength
+# L-BFGS stops when the gradient's largest entry is below this. 1e-10 took 10-25x longer on
+# Gemma 3 270M's residuals (2.5 s against 0.1 s a fit) and moved the held-out log-likelihood by
+# ~4e-4 relative (layers 2, 9, 16; 500 training rows): the stage fits ~150 probes.
+DEFAULT_TOLERANCE = 1e-6
 PROBE_COLUMNS = (
     "layer",
     "accuracy",
@@ -114,6 +118,7 @@ def fit_probe(
     *,
     C: float = DEFAULT_C,
     max_iter: int = 2000,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> Probe:
     """Standardize on ``x`` and fit an L2 multinomial logistic regression (module docstring).
 
@@ -134,7 +139,7 @@ def fit_probe(
     optimizer = torch.optim.LBFGS(
         [weight, bias],
         max_iter=max_iter,
-        tolerance_grad=1e-10,
+        tolerance_grad=tolerance,
         tolerance_change=1e-14,
         history_size=20,
         line_search_fn="strong_wolfe",
