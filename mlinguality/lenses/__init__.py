@@ -8,6 +8,7 @@ claim of the neuron metrics is seen four ways from one model pass.
 - :mod:`~mlinguality.lenses.logit_lens`: the lens's loss and the language of its top-1 tokens.
 - :mod:`~mlinguality.lenses.probes`: language-ID probes, their control task and code length.
 - :mod:`~mlinguality.lenses.similarity`: CKA and retrieval of parallel examples, with a floor.
+- :mod:`~mlinguality.lenses.views`: all three from a model and a corpus (or collected stats).
 
 docs/lenses.md shows each on the tiny model.
 """
@@ -38,24 +39,36 @@ from mlinguality.lenses.similarity import (
     retrieval_draws,
     similarity_profile,
 )
+from mlinguality.lenses.views import (
+    LayerViews,
+    cross_validated_probe,
+    example_folds,
+    layer_views,
+    residual_views,
+)
 
 __all__ = [
     "LENS_COLUMNS",
     "PROBE_COLUMNS",
     "SIMILARITY_METRICS",
+    "LayerViews",
     "LensDecoding",
     "Probe",
     "SimilarityProfile",
     "cka_draws",
+    "cross_validated_probe",
+    "example_folds",
     "final_norm",
     "fit_probe",
     "language_probe",
+    "layer_views",
     "lens_decode",
     "lens_logits",
     "linear_cka",
     "logit_lens",
     "logit_lens_languages",
     "online_code_length",
+    "residual_views",
     "retrieval_accuracy",
     "retrieval_draws",
     "similarity_profile",
