@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -120,12 +121,25 @@ def read_table(
     return rows
 
 
+def _unlimited_fields() -> None:
+    """Lift the csv module's field limit (131,072 characters by default, which made one long
+    text fail as a quoting error): a corpus field may be as long as its line."""
+    limit = sys.maxsize
+    while True:
+        try:
+            csv.field_size_limit(limit)
+            return
+        except OverflowError:  # a C long narrower than Py_ssize_t (Windows)
+            limit //= 2
+
+
 def _numbered(text: str) -> list[tuple[int, str]]:
     return list(enumerate(split_lines(text), start=1))
 
 
 def _quoted_records(path: Path, text: str, delimiter: str) -> list[tuple[int, list[str]]]:
     """``(line, fields)`` of each record under CSV quoting rules, one record per line."""
+    _unlimited_fields()
     records = []
     literal = (
         " (or read quote marks as text: corpus.tsv_quoting=literal)" if delimiter == "\t" else ""
@@ -206,6 +220,7 @@ def file_languages(path: str | Path, tsv_quoting: TsvQuoting = "literal") -> tup
     if suffix in (".tsv", ".csv"):
         if suffix == ".tsv" and tsv_quoting == "literal":
             return ("column", [name.strip() for name in first.split("\t")])
+        _unlimited_fields()
         try:
             fields = next(csv.reader([first], delimiter="\t" if suffix == ".tsv" else ","), [])
         except csv.Error:

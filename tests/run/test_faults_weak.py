@@ -1,0 +1,61 @@
+"""Weak cases of issue 22, run as a user would: ``python -m mlinguality`` in a subprocess with
+the tiny model. Each asserts the exit status, one ``mlinguality:`` line (or one warning) naming
+what was wrong and what to do, no traceback, and nothing left behind by a refused run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.run.faults import (
+    TEXTS,
+    assert_user_error,
+    cli,
+    config_dict,
+    run_dirs,
+    write_config,
+    write_corpus,
+)
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    """A tiny-model config file over a JSONL corpus in ``tmp_path`` (no run made)."""
+    write_corpus(tmp_path / "corpus.jsonl")
+    data = config_dict(tmp_path)
+    data["ablation"]["enabled"] = False
+    return write_config(tmp_path / "tiny.yaml", data)
+
+
+def _nothing_left(root: Path) -> None:
+    assert run_dirs(root) == []
+    assert not list(root.rglob("wandb")), "a W&B run was started"
+    assert not list(root.rglob("*.lock")), "a lock file was left"
+
+
+def test_a_csv_field_over_the_csv_modules_limit_is_read_and_truncated(tiny):
+    """Before: a field over 131,072 characters failed as "text follows a quoted field" (the
+    csv module's field_size_limit), with corpus.too_long=truncate too."""
+    root = tiny.parent
+    long = {lang: list(texts) for lang, texts in TEXTS.items()}
+    for lang in long:
+        long[lang][3] = (long[lang][3] + " ") * (140_000 // len(long[lang][3]))
+    assert min(len(long[lang][3]) for lang in long) > 131_072
+    with (root / "long.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["example_id", *long])
+        for i in range(len(long["en"])):
+            writer.writerow([f"v{i}", *(long[lang][i] for lang in long)])
+    args = ["run", str(tiny), "--set", f"corpus.source={root / 'long.csv'}"]
+    assert_user_error(
+        cli(*args, cwd=root), "example 'v3' (en) has", "set corpus.too_long=truncate"
+    )
+    _nothing_left(root)
+    done = cli(*args, "--set", "corpus.too_long=truncate", cwd=root)
+    assert done.rc == 0, done.err[-2000:]
+    assert "truncated 3 text(s) to the model's context" in done.err
+    assert "v3 (en), v3 (fr), v3 (ru)" in done.err
