@@ -199,9 +199,22 @@ def read_jsonl(path: str | Path, langs: Sequence[str]) -> list[RawExample]:
             if not isinstance(record[lang], str):
                 raise MlingualityError(f"{where}: {lang!r} is not a string")
         ids = id_field(list(record), langs)
-        example_id = str(record[ids]) if ids else f"{path.name}:{line}"
+        example_id = _json_id(record[ids], ids, where) if ids else f"{path.name}:{line}"
         rows.append(RawExample(example_id, {lang: record[lang] for lang in langs}, where))
     return rows
+
+
+def _json_id(value: object, key: str, where: str) -> str:
+    """A JSONL example id: a non-empty string or an integer (``null``, ``NaN``, ``true`` and
+    other values used to become the ids ``'None'``, ``'nan'``, ``'True'``)."""
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise MlingualityError(
+        f"{where}: {key!r} is {json.dumps(value)}, not an id; give every object a non-empty "
+        f"string (or integer) {key!r}, or leave the key out to number examples by line"
+    )
 
 
 def file_languages(path: str | Path, tsv_quoting: TsvQuoting = "literal") -> tuple[str, list[str]]:

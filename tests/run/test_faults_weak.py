@@ -59,3 +59,29 @@ def test_a_csv_field_over_the_csv_modules_limit_is_read_and_truncated(tiny):
     assert done.rc == 0, done.err[-2000:]
     assert "truncated 3 text(s) to the model's context" in done.err
     assert "v3 (en), v3 (fr), v3 (ru)" in done.err
+
+
+@pytest.mark.parametrize("bad", ["null", "NaN", "Infinity", "true", '""', "[1]"])
+def test_a_jsonl_id_that_is_not_an_id_is_refused_at_its_line(tiny, bad):
+    """Before: ``"id": null`` became the id ``'None'`` and ``NaN`` became ``'nan'``."""
+    root = tiny.parent
+    lines = (root / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    lines[2] = lines[2].replace('"id": "v2"', f'"id": {bad}')
+    assert bad in lines[2]
+    (root / "bad.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    needle = f"{root / 'bad.jsonl'}:3: 'id' is {bad}, not an id"
+    info = cli("corpus", "info", "bad.jsonl", "--langs", "en,fr", cwd=root)
+    assert_user_error(info, needle.removeprefix(f"{root}/"))
+    line = assert_user_error(
+        cli("run", str(tiny), "--set", f"corpus.source={root / 'bad.jsonl'}", cwd=root), needle
+    )
+    assert "leave the key out" in line
+    _nothing_left(root)
+
+
+def test_integer_jsonl_ids_are_kept(tmp_path):
+    from mlinguality.corpus import load_corpus
+
+    lines = [json.dumps({"id": i, "en": f"text {i}", "fr": f"texte {i}"}) for i in range(4)]
+    (tmp_path / "ints.jsonl").write_text("\n".join(lines) + "\n")
+    assert load_corpus(str(tmp_path / "ints.jsonl"), ["en", "fr"]).ids == ["0", "1", "2", "3"]
