@@ -89,7 +89,8 @@ class CorpusConfig(Section):
         langs: ISO 639-1 codes; the first is the reference language of the pairwise metrics.
         books: Bible books: ``"NT"``, ``"Matthew"``, ``"40-43"``, ``"Matthew-John"`` (``None``: all).
         limit: Aligned examples kept before the split (``None``: all).
-        seed: Seed of the example sampling and of the selection/evaluation split.
+        seed: Seed of the example sampling and of the selection/evaluation split (the split
+            hashes each id with a salt of this seed; 0 gives the published split).
         eval_fraction: Share of the examples held out for evaluation (never used to select).
         translations: Bible translation per language, overriding the database's default.
         too_long: A text longer than the model's context: ``"error"`` names the example;

@@ -85,3 +85,36 @@ def test_integer_jsonl_ids_are_kept(tmp_path):
     lines = [json.dumps({"id": i, "en": f"text {i}", "fr": f"texte {i}"}) for i in range(4)]
     (tmp_path / "ints.jsonl").write_text("\n".join(lines) + "\n")
     assert load_corpus(str(tmp_path / "ints.jsonl"), ["en", "fr"]).ids == ["0", "1", "2", "3"]
+
+
+# ids all on the selection side of the seed-0 hash (5 of them evaluate under corpus.seed=1)
+_ONE_SIDED = ["r1", "r2", "r4", "r6", "r9", "r10", "r12", "r15"]
+
+
+def test_a_one_sided_id_hash_split_says_why_and_corpus_seed_changes_it(tiny):
+    """Before: "8 usable examples ... split into 8 to select and 0 to evaluate; the corpus needs
+    at least 3 aligned examples" (it had 8), and corpus.seed did not change the split."""
+    from mlinguality.corpus import load_corpus, split_salt
+
+    root = tiny.parent
+    lines = (root / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [{**json.loads(line), "id": new} for line, new in zip(lines, _ONE_SIDED, strict=True)]
+    (root / "hashed.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+    )
+    args = ["run", str(tiny), "--set", f"corpus.source={root / 'hashed.jsonl'}"]
+    line = assert_user_error(
+        cli(*args, cwd=root),
+        "8 usable examples in en,fr,ru split into 8 to select and 0 to evaluate by the hash of "
+        "each example's id (corpus.eval_fraction=0.5, corpus.seed=0)",
+        "try another corpus.seed, change corpus.eval_fraction or add examples",
+    )
+    assert "at least 3 aligned examples" not in line
+    _nothing_left(root)
+    corpus = load_corpus(str(root / "hashed.jsonl"), ["en", "fr", "ru"])
+    _, evaluate = corpus.split(0.5, split_salt(1))
+    assert 0 < len(evaluate) < len(corpus)
+    done = cli(*args, "--set", "corpus.seed=1", cwd=root)
+    assert done.rc == 0, done.err[-2000:]
+    (run_dir,) = run_dirs(root)
+    assert "split into" not in done.err
