@@ -118,3 +118,30 @@ def test_a_one_sided_id_hash_split_says_why_and_corpus_seed_changes_it(tiny):
     assert done.rc == 0, done.err[-2000:]
     (run_dir,) = run_dirs(root)
     assert "split into" not in done.err
+
+
+def test_steering_a_language_with_no_selected_neurons_warns_once_naming_it(tiny):
+    """Before: steering from or towards a language with 0 selected neurons reported results
+    (half an intervention) without a word."""
+    root = tiny.parent
+    pairs = "en-fr,fr-en,en-ru,ru-fr"
+    done = cli(
+        "run", str(tiny), "--set", "selectivity.top_rate=0.01", "--set", "steering.enabled=true",
+        "--set", f"steering.pairs={pairs}", "--set", "steering.alphas=[1.0]",
+        "--set", "steering.n_prompts=2", "--set", "steering.max_new_tokens=3", cwd=root,
+    )  # fmt: skip
+    assert done.rc == 0, done.err[-2000:]
+    (run_dir,) = run_dirs(root)
+    with (run_dir / "selected_neurons.csv").open() as handle:
+        chosen = {row["lang"] for row in csv.DictReader(handle)}
+    empty = [lang for lang in ("en", "fr", "ru") if lang not in chosen]
+    assert empty and chosen, (empty, chosen)  # 1% of 128 neurons: some languages get none
+    warnings = [line for line in done.err.splitlines() if "0 selected neurons" in line]
+    assert len(warnings) == len(empty), warnings
+    for lang, line in zip(empty, warnings, strict=True):
+        assert f"steering: '{lang}' has 0 selected neurons" in line
+        assert "raise selectivity.top_rate" in line
+        away = [p.replace("-", "->") for p in pairs.split(",") if p.startswith(lang)]
+        if away:
+            assert f"steering away from it ({', '.join(away)}) deactivates nothing" in line
+    assert (run_dir / "steering" / "steering_summary.csv").is_file()
