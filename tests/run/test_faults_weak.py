@@ -145,3 +145,31 @@ def test_steering_a_language_with_no_selected_neurons_warns_once_naming_it(tiny)
         if away:
             assert f"steering away from it ({', '.join(away)}) deactivates nothing" in line
     assert (run_dir / "steering" / "steering_summary.csv").is_file()
+
+
+def test_compare_across_models_or_languages_warns_in_one_line(tiny):
+    """Before: ``compare`` put the numbers of runs of other models or language sets side by
+    side without a word."""
+    root = tiny.parent
+    made = {}
+    for name, sets in {
+        "a": [],
+        "rate": ["selectivity.top_rate=0.1"],
+        "other": ["model.spec=tiny:gpt2", "corpus.langs=en,fr", "selectivity.control_pairs=[]"],
+    }.items():
+        args = ["run", str(tiny), "--set", f"name={name}"]
+        for item in sets:
+            args += ["--set", item]
+        done = cli(*args, cwd=root)
+        assert done.rc == 0, done.err[-2000:]
+        (made[name],) = (root / "runs").glob(f"{name}-*")
+    alike = cli("compare", str(made["a"]), str(made["rate"]), cwd=root)
+    assert alike.rc == 0, alike.err[-2000:]
+    assert "differ" not in alike.err and "Not like for like" not in alike.out
+    other = cli("compare", str(made["a"]), str(made["other"]), cwd=root)
+    assert other.rc == 0 and "Traceback" not in other.err, other.err[-2000:]
+    (line,) = [line for line in other.err.splitlines() if "differ" in line]
+    assert f"compare {made['a']} {made['other']}: " in line
+    assert "models differ ('tiny (seed 0)' vs 'tiny:gpt2 (seed 0)')" in line
+    assert "languages differ (en,fr,ru vs en,fr)" in line and "not like for like" in line
+    assert "**Not like for like**: models differ" in other.out
