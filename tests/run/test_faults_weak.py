@@ -173,3 +173,20 @@ def test_compare_across_models_or_languages_warns_in_one_line(tiny):
     assert "models differ ('tiny (seed 0)' vs 'tiny:gpt2 (seed 0)')" in line
     assert "languages differ (en,fr,ru vs en,fr)" in line and "not like for like" in line
     assert "**Not like for like**: models differ" in other.out
+
+
+def test_the_ablation_matrix_is_logged_once_for_the_whole_matrix(tiny):
+    """Before: "ablation matrix (...): 1 rows x 3 languages + 2 random evaluations" once per
+    row (three times), which read as a one-row matrix; an empty row read "0 rows"."""
+    root = tiny.parent
+    done = cli("run", str(tiny), "--set", "ablation.enabled=true", cwd=root)
+    assert done.rc == 0, done.err[-2000:]
+    lines = [line for line in done.err.splitlines() if "ablation matrix (" in line]
+    assert len(lines) == 1, lines
+    (run_dir,) = run_dirs(root)
+    with (run_dir / "selected_neurons.csv").open() as handle:
+        chosen = {row["lang"] for row in csv.DictReader(handle)}
+    n = len(chosen & {"en", "fr", "ru"})
+    assert f"neurons of {n} of 3 languages ablated, each evaluated on 3 languages" in lines[0]
+    assert "ablation matrix (zero, metric=lape, top_rate=0.05)" in lines[0]
+    assert " rows " not in lines[0]
