@@ -233,7 +233,8 @@ class AblationConfig(Section):
     n_random: int = 1
     positions: AblationPositions = "skip_first"  # what selection counted
     activity_control: bool = True
-    eval_limit: int | None = 40  # each of L*(L+1+n_random) evaluations runs these per language
+    # per language, in each of the L*(L+1+n_random*(1+activity_control)) evaluations (40 here)
+    eval_limit: int | None = 40
     batch_tokens: int = 512  # Gemma's 262k vocabulary: 512 tokens of logits are 0.5 GB
     dtype: Dtype | None = None  # None: as model.dtype
 

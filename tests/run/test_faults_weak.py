@@ -190,3 +190,29 @@ def test_the_ablation_matrix_is_logged_once_for_the_whole_matrix(tiny):
     assert f"neurons of {n} of 3 languages ablated, each evaluated on 3 languages" in lines[0]
     assert "ablation matrix (zero, metric=lape, top_rate=0.05)" in lines[0]
     assert " rows " not in lines[0]
+    # the count of language evaluations the configs and README state is the pipeline's:
+    # L baselines + L per row ablated + n_random count- and n_random activity-matched controls
+    # per row (here n of the L=3 rows have neurons; the paper's 5 rows all do)
+    with (run_dir / "ablation.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 3 + n * (3 + 1 + 1)
+
+
+def _evaluations(langs: int, n_random: int, activity: bool) -> int:
+    return langs * (langs + 1 + n_random * (1 + activity))
+
+
+def test_the_paper_configs_evaluation_count_is_stated_right():
+    """Before: paper.yaml said 35 evaluations, the README 40 (40 is right: the activity-matched
+    control adds one per language to the 35 of a run without it)."""
+    import yaml
+
+    from tests.run.faults import REPO
+
+    text = (REPO / "experiments/configs/paper.yaml").read_text()
+    paper = yaml.safe_load(text)
+    ab = paper["ablation"]
+    n = _evaluations(len(paper["corpus"]["langs"]), ab["n_random"], ab["activity_control"])
+    assert n == 40
+    assert f"each of the {n} evaluations" in text
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"{n} language evaluations" in readme and "35 evaluations" not in text
