@@ -366,7 +366,10 @@ def compare(a: Run | str | Path, b: Run | str | Path) -> Comparison:
     if differs:
         logger.warning(
             "compare %s %s: %s; only the languages, pairs and layers both share are set side "
-            "by side, and their numbers are not like for like", a.path, b.path, differs
+            "by side, and their numbers are not like for like",
+            a.path,
+            b.path,
+            differs,
         )
     profile = pd.DataFrame(columns=["metric", "pair", "layer", "value_a", "value_b", "diff"])
     if a.profile is not None and b.profile is not None:
