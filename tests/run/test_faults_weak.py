@@ -51,9 +51,7 @@ def test_a_csv_field_over_the_csv_modules_limit_is_read_and_truncated(tiny):
         for i in range(len(long["en"])):
             writer.writerow([f"v{i}", *(long[lang][i] for lang in long)])
     args = ["run", str(tiny), "--set", f"corpus.source={root / 'long.csv'}"]
-    assert_user_error(
-        cli(*args, cwd=root), "example 'v3' (en) has", "set corpus.too_long=truncate"
-    )
+    assert_user_error(cli(*args, cwd=root), "example 'v3' (en) has", "set corpus.too_long=truncate")
     _nothing_left(root)
     done = cli(*args, "--set", "corpus.too_long=truncate", cwd=root)
     assert done.rc == 0, done.err[-2000:]
@@ -216,3 +214,22 @@ def test_the_paper_configs_evaluation_count_is_stated_right():
     assert f"each of the {n} evaluations" in text
     readme = " ".join((REPO / "README.md").read_text().split())
     assert f"{n} language evaluations" in readme and "35 evaluations" not in text
+
+
+def test_run_and_demo_help_describe_with_an_example_and_the_duration(tmp_path):
+    """Before: ``run --help`` and ``demo --help`` listed options only: no description, example
+    or duration."""
+    for command, example in [
+        ("run", "mlinguality run paper --dry-run"),
+        ("demo", "mlinguality demo"),
+    ]:
+        shown = cli(command, "--help", cwd=tmp_path)
+        assert shown.rc == 0, shown.err[-2000:]
+        text = shown.out
+        assert "examples:" in text and example in text
+        assert "duration:" in text and "4-9 min on a 2-core CPU" in text
+        assert "~90 s" in text and "model.threads=1" in text
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("## Quickstart: the main job", 1)[1].split("```", 2)[1]
+    assert "mlinguality demo --set model.threads=1" in block  # the advice in the command block
+    assert "(~90 s on a 2-core CPU)" in readme and "(~50 s)" not in readme
