@@ -233,3 +233,31 @@ def test_run_and_demo_help_describe_with_an_example_and_the_duration(tmp_path):
     block = readme.split("## Quickstart: the main job", 1)[1].split("```", 2)[1]
     assert "mlinguality demo --set model.threads=1" in block  # the advice in the command block
     assert "(~90 s on a 2-core CPU)" in readme and "(~50 s)" not in readme
+
+
+def test_an_offline_run_keeps_a_readable_record_of_what_it_logged(tiny):
+    """Before: an offline run's config, history and summary were only inside the binary
+    ``run-ID.wandb`` log (no wandb-summary.json, no config.yaml; ``wandb.Api`` needs a server).
+    Now ``RUN_DIR/wandb/logged.json`` holds them, equal to what the log holds."""
+    from tests.wandb_reader import read_offline_run
+
+    root = tiny.parent
+    done = cli("run", str(tiny), "--wandb", "offline", cwd=root)
+    assert done.rc == 0, done.err[-2000:]
+    (run_dir,) = run_dirs(root)
+    logged = json.loads((run_dir / "wandb" / "logged.json").read_text())
+    offline = Path(logged["offline_dir"])
+    assert offline.parent == run_dir / "wandb" and offline.name.endswith(logged["id"])
+    truth = read_offline_run(offline)
+    assert logged["mode"] == "offline" and logged["name"] == truth.name == run_dir.name
+    assert logged["summary"] and logged["summary"] == {
+        k: truth.summary[k] for k in logged["summary"]
+    }
+    assert logged["config"]["corpus"] == truth.config["corpus"]
+    rows = iter(truth.history)  # each logged row is (part of) a history row, in order
+    for mine in logged["history"]:
+        assert any(all(row.get(k) == v for k, v in mine.items()) for row in rows), mine
+    logged_keys = {key for row in truth.history for key in row}
+    for table in logged["tables"]:  # a table is logged as nested keys (KEY/_type, ...)
+        assert any(key.startswith(f"{table['key']}/") for key in logged_keys), table
+    assert {a["name"] for a in logged["artifacts"]} == {a["name"] for a in truth.artifacts}
