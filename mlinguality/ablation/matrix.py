@@ -272,6 +272,7 @@ def ablation_matrix(
     positions: str = "skip_first",
     activity: LayerNeuron | None = None,
     n_bins: int = 10,
+    log: bool = True,
 ) -> AblationMatrix:
     """Evaluate every language under the ablation of every language's neuron set.
 
@@ -293,6 +294,8 @@ def ablation_matrix(
         activity: Per-neuron activity (:func:`mlinguality.ablation.random_sets.firing_rate` of the
             selection statistics); when given, an activity-matched random control is run too.
         n_bins: Activity bins per layer of that control.
+        log: Log the :func:`log_summary` line (``False`` for a part that
+            :func:`join_matrices` joins, which logs the whole matrix's line).
 
     Raises:
         MlingualityError: no languages, or a baseline missing an evaluation language.
@@ -332,15 +335,7 @@ def ablation_matrix(
                 )
                 with ablate(model, matched, **options):
                     losses[row].append(evaluate(model, encoded[row]))
-    logger.info(
-        "ablation matrix (%s, %s): %d rows x %d languages + %d random evaluations",
-        mode,
-        meta,
-        len(ablated),
-        len(langs),
-        sum(len(v) for v in random.values()) + sum(len(v) for v in random_activity.values()),
-    )
-    return AblationMatrix(
+    matrix = AblationMatrix(
         langs=langs,
         rows=list(neuron_sets),
         mode=mode,
@@ -352,6 +347,27 @@ def ablation_matrix(
         random_activity=random_activity,
         positions=positions,
     )
+    if log:
+        log_summary(matrix)
+    return matrix
+
+
+def log_summary(matrix: AblationMatrix) -> None:
+    """One line for a finished matrix: its rows ablated (of all), languages and controls."""
+    labels = ", ".join([matrix.mode, *(f"{k}={v}" for k, v in matrix.meta.items())])
+    n_random = sum(len(v) for v in matrix.random.values())
+    n_random += sum(len(v) for v in matrix.random_activity.values())
+    empty = [row for row in matrix.rows if row not in matrix.ablated]
+    logger.info(
+        "ablation matrix (%s): neurons of %d of %d languages ablated, each evaluated on %d "
+        "languages, + %d random-control evaluations%s",
+        labels,
+        len(matrix.ablated),
+        len(matrix.rows),
+        len(matrix.langs),
+        n_random,
+        f" (no selected neurons: {', '.join(empty)})" if empty else "",
+    )
 
 
 def join_matrices(
@@ -359,7 +375,8 @@ def join_matrices(
     rows: Sequence[str],
     baseline: Mapping[str, LanguageLoss],
 ) -> AblationMatrix:
-    """One matrix from parts of the same configuration that each ran some of its cells.
+    """One matrix from parts of the same configuration that each ran some of its cells (its
+    :func:`log_summary` line logged once).
 
     A part is an :func:`ablation_matrix` of some rows (one row per progress step) or of a single
     (row, language) cell (cells spread over processes, ``run/distributed.py``). The joined
@@ -382,7 +399,7 @@ def join_matrices(
         random.update(part.random)
         random_activity.update(part.random_activity)
         n_neurons.update(part.n_neurons)
-    return AblationMatrix(
+    joined = AblationMatrix(
         langs=langs,
         rows=list(rows),
         mode=parts[0].mode,
@@ -398,6 +415,8 @@ def join_matrices(
         random_activity={row: random_activity[row] for row in rows if row in random_activity},
         positions=parts[0].positions,
     )
+    log_summary(joined)
+    return joined
 
 
 def compare_selections(

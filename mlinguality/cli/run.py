@@ -125,10 +125,43 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
     )
 
 
+_RUN_HELP = """\
+Run the whole pipeline from a YAML config: collect MLP activations on a parallel corpus, score
+each layer's language selectivity, select language-specific neurons, ablate them against
+matched random neurons, and write RUN_DIR/report.md (runs/NAME-TIME/). Finished stages are
+cached and reused; an interrupted run continues with --resume RUN_DIR.
+
+examples:
+  mlinguality run paper --dry-run                 # print the resolved config, run nothing
+  mlinguality run paper --set corpus.limit=100    # the main job on 100 verses
+  mlinguality run my.yaml --set model.threads=1   # on a busy machine
+
+duration: the shipped paper config (= mlinguality demo) takes 4-9 min on a 2-core CPU, plus
+~90 s once to convert Gemma 3 270M; its time grows with corpus.limit and ablation.eval_limit.
+"""
+
+_DEMO_HELP = """\
+The main job: Gemma 3 270M on 400 Bible verses in en, fr, de, ru and hi, with every stage and
+its controls (= mlinguality run experiments/configs/paper.yaml); writes runs/paper-TIME/.
+
+examples:
+  mlinguality demo
+  mlinguality demo --set model.threads=1          # on a busy machine (load near the cores)
+  mlinguality demo --wandb disabled --set plots=false
+
+duration: 4-9 min on a 2-core CPU (2 threads, nothing else running), plus ~90 s the first time
+to convert the model; far longer on a shared machine unless model.threads=1.
+"""
+
+
 def add_run_commands(commands: argparse._SubParsersAction) -> None:
     """Register ``run``, ``demo`` and ``sweep``."""
     run = commands.add_parser(
-        "run", help="run the whole pipeline from a YAML config", allow_abbrev=False
+        "run",
+        help="run the whole pipeline from a YAML config",
+        description=_RUN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     run.add_argument(
         "config",
@@ -139,7 +172,11 @@ def add_run_commands(commands: argparse._SubParsersAction) -> None:
     _add_run_options(run)
     run.set_defaults(handler=_run, accepts_overrides=True)
     demo = commands.add_parser(
-        "demo", help="the main job: Gemma 3 270M, Bible, 5 languages", allow_abbrev=False
+        "demo",
+        help="the main job: Gemma 3 270M, Bible, 5 languages",
+        description=_DEMO_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     _add_run_options(demo)
     demo.set_defaults(

@@ -12,6 +12,7 @@ from mlinguality.corpus.core import (
     ParallelExample,
     RawExample,
     build_corpus,
+    split_salt,
     split_score,
 )
 from mlinguality.corpus.loading import load_corpus, parse_langs
@@ -30,5 +31,6 @@ __all__ = [
     "load_corpus",
     "parse_books",
     "parse_langs",
+    "split_salt",
     "split_score",
 ]

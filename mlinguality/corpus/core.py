@@ -163,6 +163,16 @@ class ParallelCorpus:
         return self._with(select), self._with(evaluate)
 
 
+def split_salt(seed: int = 0) -> str:
+    """The :meth:`ParallelCorpus.split` salt of a run's ``corpus.seed``: seed 0 keeps the
+    original salt (the published splits), any other seed gives another split.
+
+    >>> split_salt(0), split_salt(3)
+    ('mlinguality', 'mlinguality:3')
+    """
+    return "mlinguality" if seed == 0 else f"mlinguality:{seed}"
+
+
 def split_score(example_id: str, salt: str = "mlinguality") -> float:
     """A uniform number in [0, 1) from SHA-256 of ``salt`` and ``id`` (stable everywhere).
 

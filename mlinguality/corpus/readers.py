@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -120,12 +121,25 @@ def read_table(
     return rows
 
 
+def _unlimited_fields() -> None:
+    """Lift the csv module's field limit (131,072 characters by default, which made one long
+    text fail as a quoting error): a corpus field may be as long as its line."""
+    limit = sys.maxsize
+    while True:
+        try:
+            csv.field_size_limit(limit)
+            return
+        except OverflowError:  # a C long narrower than Py_ssize_t (Windows)
+            limit //= 2
+
+
 def _numbered(text: str) -> list[tuple[int, str]]:
     return list(enumerate(split_lines(text), start=1))
 
 
 def _quoted_records(path: Path, text: str, delimiter: str) -> list[tuple[int, list[str]]]:
     """``(line, fields)`` of each record under CSV quoting rules, one record per line."""
+    _unlimited_fields()
     records = []
     literal = (
         " (or read quote marks as text: corpus.tsv_quoting=literal)" if delimiter == "\t" else ""
@@ -185,9 +199,22 @@ def read_jsonl(path: str | Path, langs: Sequence[str]) -> list[RawExample]:
             if not isinstance(record[lang], str):
                 raise MlingualityError(f"{where}: {lang!r} is not a string")
         ids = id_field(list(record), langs)
-        example_id = str(record[ids]) if ids else f"{path.name}:{line}"
+        example_id = _json_id(record[ids], ids, where) if ids else f"{path.name}:{line}"
         rows.append(RawExample(example_id, {lang: record[lang] for lang in langs}, where))
     return rows
+
+
+def _json_id(value: object, key: str, where: str) -> str:
+    """A JSONL example id: a non-empty string or an integer (``null``, ``NaN``, ``true`` and
+    other values used to become the ids ``'None'``, ``'nan'``, ``'True'``)."""
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise MlingualityError(
+        f"{where}: {key!r} is {json.dumps(value)}, not an id; give every object a non-empty "
+        f"string (or integer) {key!r}, or leave the key out to number examples by line"
+    )
 
 
 def file_languages(path: str | Path, tsv_quoting: TsvQuoting = "literal") -> tuple[str, list[str]]:
@@ -206,6 +233,7 @@ def file_languages(path: str | Path, tsv_quoting: TsvQuoting = "literal") -> tup
     if suffix in (".tsv", ".csv"):
         if suffix == ".tsv" and tsv_quoting == "literal":
             return ("column", [name.strip() for name in first.split("\t")])
+        _unlimited_fields()
         try:
             fields = next(csv.reader([first], delimiter="\t" if suffix == ".tsv" else ","), [])
         except csv.Error:

@@ -91,7 +91,8 @@ class CorpusConfig(Section):
         langs: ISO 639-1 codes; the first is the reference language of the pairwise metrics.
         books: Bible books: ``"NT"``, ``"Matthew"``, ``"40-43"``, ``"Matthew-John"`` (``None``: all).
         limit: Aligned examples kept before the split (``None``: all).
-        seed: Seed of the example sampling and of the selection/evaluation split.
+        seed: Seed of the example sampling and of the selection/evaluation split (the split
+            hashes each id with a salt of this seed; 0 gives the published split).
         eval_fraction: Share of the examples held out for evaluation (never used to select).
         translations: Bible translation per language, overriding the database's default.
         too_long: A text longer than the model's context: ``"error"`` names the example;
@@ -234,7 +235,8 @@ class AblationConfig(Section):
     n_random: int = 1
     positions: AblationPositions = "skip_first"  # what selection counted
     activity_control: bool = True
-    eval_limit: int | None = 40  # each of L*(L+1+n_random) evaluations runs these per language
+    # per language, in each of the L*(L+1+n_random*(1+activity_control)) evaluations (40 here)
+    eval_limit: int | None = 40
     batch_tokens: int = 512  # Gemma's 262k vocabulary: 512 tokens of logits are 0.5 GB
     dtype: Dtype | None = None  # None: as model.dtype
 

@@ -43,7 +43,7 @@ class RunInputs:
     @property
     def splits(self):
         if self._splits is None:
-            from mlinguality.corpus import load_corpus
+            from mlinguality.corpus import load_corpus, split_salt
 
             corpus_cfg = self.config.corpus
             corpus = load_corpus(
@@ -56,7 +56,7 @@ class RunInputs:
                 tsv_quoting=corpus_cfg.tsv_quoting,
             )
             corpus = fit_context(corpus, self.model, corpus_cfg.too_long)
-            select, evaluate = corpus.split(corpus_cfg.eval_fraction)
+            select, evaluate = corpus.split(corpus_cfg.eval_fraction, split_salt(corpus_cfg.seed))
             if len(select) < 2 or len(evaluate) < 1:
                 raise MlingualityError(_too_few(corpus_cfg, corpus, len(select), len(evaluate)))
             self._splits = (corpus, select, evaluate)
@@ -75,12 +75,14 @@ class StageContext:
 
 
 def _too_few(corpus_cfg, corpus, n_select: int, n_eval: int) -> str:
-    """Why a corpus is too small to split, with advice that fits the cause."""
+    """Why a corpus cannot be split, with advice that fits the cause: too few usable examples
+    (rows dropped, a low corpus.limit, a small file), or enough of them on one side of the hash."""
     head = (
         f"corpus {corpus_cfg.source}: {len(corpus)} usable examples in "
         f"{','.join(corpus_cfg.langs)} split into {n_select} to select and {n_eval} to evaluate"
     )
-    if corpus.drops:
+    limit = corpus_cfg.limit
+    if len(corpus) < 3 and corpus.drops:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(corpus.drops.items()))
         worst = {
             lang: sum(counts.values()) for lang, counts in corpus.drops_by_lang.items() if counts
@@ -90,9 +92,17 @@ def _too_few(corpus_cfg, corpus, n_select: int, n_eval: int) -> str:
             f"{head}; dropped {reasons} (by language: {langs}): every language needs a "
             "non-empty text in each row (check the columns of corpus.langs)"
         )
-    if corpus_cfg.limit is not None:
-        return f"{head}; raise corpus.limit (now {corpus_cfg.limit})"
-    return f"{head}; the corpus needs at least 3 aligned examples"
+    if len(corpus) < 3:
+        if limit is not None:
+            return f"{head}; raise corpus.limit (now {limit})"
+        return f"{head}; the corpus needs at least 3 aligned examples"
+    more = "add examples" if limit is None else f"raise corpus.limit (now {limit})"
+    return (
+        f"{head} by the hash of each example's id (corpus.eval_fraction="
+        f"{corpus_cfg.eval_fraction}, corpus.seed={corpus_cfg.seed}); a run needs at least 2 "
+        f"to select and 1 to evaluate: try another corpus.seed, change corpus.eval_fraction "
+        f"or {more}"
+    )
 
 
 def _load_model(config: RunConfig):

@@ -16,6 +16,7 @@ computed on another machine, or months ago, loads the same way. Parts a run did 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,7 +29,9 @@ from mlinguality.errors import MlingualityError
 from mlinguality.run.config import RunConfig
 from mlinguality.run.markdown import markdown_table
 
-__all__ = ["Comparison", "Run", "compare"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["Comparison", "Run", "compare", "incomparable"]
 
 
 def _json(path: Path) -> Any:
@@ -294,6 +297,9 @@ class Comparison:
     def markdown(self) -> str:
         """A short Markdown report of the three comparisons."""
         lines = [f"# `{self.b.name}` against `{self.a.name}`", ""]
+        differs = incomparable(self.a, self.b)
+        if differs:
+            lines += [f"**Not like for like**: {differs}.", ""]
         changed = _config_diff(self.a.config.to_dict(), self.b.config.to_dict())
         if changed:
             lines += ["Config differences:", ""]
@@ -356,6 +362,15 @@ def compare(a: Run | str | Path, b: Run | str | Path) -> Comparison:
     """
     a = a if isinstance(a, Run) else Run.load(a)
     b = b if isinstance(b, Run) else Run.load(b)
+    differs = incomparable(a, b)
+    if differs:
+        logger.warning(
+            "compare %s %s: %s; only the languages, pairs and layers both share are set side "
+            "by side, and their numbers are not like for like",
+            a.path,
+            b.path,
+            differs,
+        )
     profile = pd.DataFrame(columns=["metric", "pair", "layer", "value_a", "value_b", "diff"])
     if a.profile is not None and b.profile is not None:
         keys = ["metric", "pair", "layer"]
@@ -364,6 +379,26 @@ def compare(a: Run | str | Path, b: Run | str | Path) -> Comparison:
         )
         profile["diff"] = profile["value_b"] - profile["value_a"]
     return Comparison(a, b, profile, _overlap(a, b), _ablation_diff(a, b))
+
+
+def _model_of(run: Run) -> str:
+    spec = run.config.model.spec
+    tiny = spec == "tiny" or spec.startswith("tiny:")
+    return f"{spec} (seed {run.config.seed})" if tiny else spec  # a tiny model is its seed
+
+
+def incomparable(a: Run, b: Run) -> str:
+    """What makes two runs' numbers incomparable (other models or languages), or ``""``.
+
+    The model is ``model.spec`` (a tiny model's weights are its seed too); the languages are
+    ``corpus.langs`` as a set (their order only changes the reference language).
+    """
+    differs = []
+    if _model_of(a) != _model_of(b):
+        differs.append(f"models differ ({_model_of(a)!r} vs {_model_of(b)!r})")
+    if set(a.langs) != set(b.langs):
+        differs.append(f"languages differ ({','.join(a.langs)} vs {','.join(b.langs)})")
+    return " and ".join(differs)
 
 
 def _neuron_sets(run: Run) -> dict[str, set[tuple[int, int]]]:

@@ -316,6 +316,7 @@ def split_ablation(
                 meta=meta,
                 positions=ab.positions,
                 activity=activity,
+                log=False,
             )
             for row, lang in tqdm(own, desc="ablation cells", disable=not team.is_leader)
         ]

@@ -26,10 +26,14 @@ What a run logs, and what each key means (one meaning per key, history and summa
 
 Inside a W&B run you opened yourself (``wandb.init`` in a notebook), the tracker logs into that
 run and leaves it open: it never finishes a run it did not start.
+
+At finish, ``run_dir/wandb/logged.json`` records what this run logged (id, mode, config, history
+rows, summary, table and image keys, artifact names): an offline run is readable without W&B.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import netrc
 import os
@@ -102,6 +106,9 @@ class Tracker:
         self.run: Any = None
         self.owned = True  # False inside a run the user opened: never finish that one
         self.failed = False
+        # what was logged, written to run_dir/wandb/logged.json at finish (readable offline)
+        self.logged: dict[str, Any] = {"history": [], "summary": {}, "tables": [], "images": []}
+        self.logged["artifacts"] = []
 
     @property
     def active(self) -> bool:
@@ -142,12 +149,12 @@ class Tracker:
             "progress/fraction": done / max(total, 1),
             f"perf/{stage}_s": seconds,
         }
-        self._call("log_stage", lambda: self.run.log(row))
+        self._call("log_stage", lambda: self._log(row))
 
     def log_layers(self, rows: Sequence[dict[str, Any]]) -> None:
         """Per-layer rows ``{"layer": L, "per_layer/...": value}`` (``layer`` is their x axis)."""
         for row in rows:
-            self._call("log", lambda row=row: self.run.log(dict(row)))
+            self._call("log", lambda row=row: self._log(dict(row)))
 
     def log_table(
         self, key: str, columns: list[str], rows: list[list[Any]], html: Sequence[str] = ()
@@ -164,6 +171,7 @@ class Tracker:
                 for row in rows
             ]
             self.run.log({key: wandb.Table(columns=columns, data=data)})
+            self.logged["tables"].append({"key": key, "columns": columns, "n_rows": len(rows)})
 
         self._call("log_table", log)
 
@@ -174,6 +182,9 @@ class Tracker:
             import wandb
 
             self.run.log({key: wandb.Image(str(path)) for key, path in images.items()})
+            self.logged["images"] += [
+                {"key": key, "file": Path(p).name} for key, p in images.items()
+            ]
 
         if images:
             self._call("log_images", log)
@@ -204,6 +215,7 @@ class Tracker:
                 else:
                     artifact.add_file(str(path), name=relative)
             self.run.log_artifact(artifact, aliases=["latest", _alias(self.name)])
+            self.logged["artifacts"].append({"name": name, "type": kind})
 
         if present:
             self._call(f"artifact {name}", log, fatal=False)
@@ -214,6 +226,7 @@ class Tracker:
         def update() -> None:
             for key, value in summary.items():
                 self.run.summary[key] = value
+                self.logged["summary"][key] = value
 
         self._call("summary", update)
 
@@ -221,6 +234,7 @@ class Tracker:
         """Close the run (offline runs: the files are complete after this); a user's run stays open."""
         if self.run is None:
             return
+        self._write_logged()
         if self.owned:
             try:
                 self.run.finish(exit_code=exit_code)
@@ -235,6 +249,31 @@ class Tracker:
             return None
         found = sorted((self.run_dir / "wandb").glob("offline-run-*"))
         return found[-1] if found else None
+
+    def _log(self, row: dict[str, Any]) -> None:
+        self.run.log(row)
+        self.logged["history"].append(row)
+
+    def _write_logged(self) -> None:
+        """``run_dir/wandb/logged.json``: the run's id, mode, config and what this run logged
+        (history rows, summary, table/image keys, artifact names), readable without W&B (an
+        offline run keeps them only inside its ``.wandb`` log; docs/wandb.md)."""
+        record = {
+            "id": self.run.id,
+            "name": self.run.name,
+            "project": self.config.project,
+            "mode": self.mode,
+            "offline_dir": str(self.offline_dir) if self.offline_dir else None,
+            "config": self.run_config,
+            **self.logged,
+        }
+        try:
+            folder = self.run_dir / "wandb"
+            folder.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(record, indent=1, default=_plain, allow_nan=True)
+            (folder / "logged.json").write_text(text + "\n", encoding="utf-8")
+        except (OSError, TypeError, ValueError) as error:
+            self._warn("logged.json", error, fatal=False)
 
     # --- failure handling -------------------------------------------------------------------
 
@@ -254,6 +293,12 @@ class Tracker:
         logger.warning(
             "W&B %s failed (%s); %s, local results are unaffected", what, message, consequence
         )
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value of a numpy/torch number or a path (``str`` otherwise)."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else str(value)
 
 
 def _with_mode(run_config: dict[str, Any], mode: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ runs without the cache (correct, slower) with a warning.
 from __future__ import annotations
 
 import logging
+import re
 import types
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -51,7 +52,7 @@ class Generations:
         prompts: The prompt strings.
         prompt_ids: Token ids fed for each prompt (BOS first, no padding).
         new_ids: Generated token ids of each prompt, up to (not including) the first EOS.
-        texts: ``new_ids`` decoded (special tokens skipped).
+        texts: ``new_ids`` decoded without special tokens (:func:`decode_new_tokens`).
         stopped: Whether each generation ended on EOS before ``max_new_tokens``.
     """
 
@@ -240,8 +241,41 @@ def generate(
                 new_ids[index] = tokens
     if hooks is not None:
         hooks.verify()
-    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in new_ids]
+    special = special_token_ids(tokenizer)
+    texts = [decode_new_tokens(tokenizer, ids, special) for ids in new_ids]
     return Generations(list(prompts), rows, new_ids, texts, stopped)
 
 
-__all__ = ["Generations", "check_kv_cache", "generate", "left_pad"]
+_CONTROL = re.compile(r"</?[^<>\s]+>|\[[^\[\]\s]+\]")  # <start_of_image>, </td>, [multimodal]
+
+
+def special_token_ids(tokenizer) -> frozenset[int]:
+    """Ids of the tokens that are not text: the tokenizer's special tokens, every added token
+    flagged special, and added tokens that look like control or markup tokens
+    (``<start_of_image>``, ``<td>``, ``[multimodal]``: the converted Gemma 3 tokenizer adds
+    them unflagged, so ``decode(skip_special_tokens=True)`` keeps them)."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    control = {
+        int(i)
+        for i, token in added.items()
+        if getattr(token, "special", False) or _CONTROL.fullmatch(str(token))
+    }
+    return frozenset(control | set(tokenizer.all_special_ids))
+
+
+def decode_new_tokens(tokenizer, ids: Sequence[int], special: frozenset[int] | None = None) -> str:
+    """Generated ids as text without the tokens of :func:`special_token_ids`: a generation of
+    such tokens alone decodes to ``""`` (no language: outcome "other", counted in ``n_empty``),
+    not to ``"<start_of_image>" * 12``, which the identifier called English."""
+    special = special_token_ids(tokenizer) if special is None else special
+    return tokenizer.decode([i for i in ids if i not in special], skip_special_tokens=True)
+
+
+__all__ = [
+    "Generations",
+    "check_kv_cache",
+    "decode_new_tokens",
+    "generate",
+    "left_pad",
+    "special_token_ids",
+]

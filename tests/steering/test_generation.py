@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mlinguality.ablation.hooks import mask_from_pairs
-from mlinguality.steering.generation import check_kv_cache, generate
+from mlinguality.steering.generation import check_kv_cache, decode_new_tokens, generate
 from mlinguality.steering.interventions import Intervention, steering_hooks
 from tests.steering.test_interventions import _mlp_out
 
@@ -117,3 +117,41 @@ def test_seeded_sampling_is_reproducible_and_the_seed_matters(tiny_model):
     assert sample(1) == first
     assert torch.equal(torch.random.get_rng_state(), state), "the global RNG is left alone"
     assert sample(2) != first
+
+
+def test_a_generation_of_special_tokens_alone_has_no_language(tiny_model):
+    """Before: Gemma's ``<start_of_image>`` x 12 (an added token flagged special, which
+    ``decode(skip_special_tokens=True)`` keeps) decoded as text and was identified as English."""
+    import types
+
+    from tokenizers import AddedToken
+
+    from mlinguality.steering.experiment import _score
+    from mlinguality.steering.language_id import LanguageIdentifier, outcome
+
+    tokenizer = copy.deepcopy(tiny_model.tokenizer)
+    # as the converted Gemma tokenizer has them: added, not flagged special
+    tokenizer.add_tokens([AddedToken("<start_of_image>", special=False)])
+    tokenizer.add_tokens([AddedToken("<unused0>", special=True), AddedToken("[multimodal]")])
+    image = tokenizer.convert_tokens_to_ids("<start_of_image>")
+    unused = tokenizer.convert_tokens_to_ids("<unused0>")
+    assert image not in tokenizer.all_special_ids
+    before = tokenizer.decode([image] * 12, skip_special_tokens=True)
+    assert before == "<start_of_image>" * 12 and LanguageIdentifier().classify(before)[0] == "en"
+    multimodal = tokenizer.convert_tokens_to_ids("[multimodal]")
+    assert decode_new_tokens(tokenizer, [unused, image, multimodal, tokenizer.eos_token_id]) == ""
+    word = tokenizer("Blessed", add_special_tokens=False)["input_ids"]
+
+    def fake_generate(ids, max_new_tokens, **kwargs):
+        tail = [image] * max_new_tokens if ids.shape[0] == 1 else word + [image] * 3
+        return torch.cat([ids, torch.tensor([tail] * ids.shape[0])], dim=1)
+
+    model = types.SimpleNamespace(
+        tokenizer=tokenizer, cfg=types.SimpleNamespace(device="cpu"), generate=fake_generate
+    )
+    out = generate(model, ["Au commencement"], max_new_tokens=12, use_cache=False)
+    assert out.new_ids == [[image] * 12] and out.texts == [""]
+    (row,) = _score(tiny_model, out, LanguageIdentifier())
+    assert row["lang"] == "" and outcome(row["lang"], "fr", "en") == "other"
+    mixed = generate(model, ["Au commencement", "Blessed are"], max_new_tokens=4, use_cache=False)
+    assert mixed.texts == [tokenizer.decode(word)] * 2

@@ -126,6 +126,7 @@ def _ablation_rows(config: RunConfig, model, encoded, masks, mean, activity, met
                 meta=meta,
                 positions=ab.positions,
                 activity=activity,
+                log=False,
             )
             for lang in tqdm(masks, desc="ablation rows", unit="row")
         ]

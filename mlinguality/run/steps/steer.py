@@ -127,6 +127,7 @@ def run_steering(
     sources = list(dict.fromkeys(source for source, _ in pairs))
     stats = load_stats(run_dir / "stats", list(config.corpus.langs))
     masks = load_masks(run_dir)
+    warn_empty_languages(masks, pairs, cfg)
     texts = held_out_texts(config, held_out, cfg.n_prompts)
     if prompts_file is not None:
         prompts = read_prompt_file(prompts_file, sources)
@@ -215,6 +216,30 @@ def _direction_rows(config: RunConfig, model, selection, prompts, pairs, identif
     return direction_experiment(
         model, means, prompts, pairs, config.steering, identifier, progress, seed=config.seed
     )
+
+
+def warn_empty_languages(masks, pairs: list[tuple[str, str]], cfg: SteeringConfig) -> list[str]:
+    """One warning line per language with 0 selected neurons that a pair steers from (its
+    neurons deactivated) or towards (activated): those pairs do half an intervention."""
+    lines = []
+    for lang in dict.fromkeys(lang for pair in pairs for lang in pair):
+        if lang in masks and int(masks[lang].sum()) > 0:
+            continue
+        roles = []
+        away = [f"{s}->{t}" for s, t in pairs if s == lang]
+        towards = [f"{s}->{t}" for s, t in pairs if t == lang]
+        if away and cfg.deactivate is not None:
+            roles.append(f"steering away from it ({', '.join(away)}) deactivates nothing")
+        if towards and cfg.activate is not None:
+            roles.append(f"steering towards it ({', '.join(towards)}) activates nothing")
+        if roles:
+            lines.append(
+                f"steering: {lang!r} has 0 selected neurons: {' and '.join(roles)} (only the "
+                "other language's neurons are steered); raise selectivity.top_rate to select some"
+            )
+    for line in lines:
+        logger.warning(line)
+    return lines
 
 
 def steer(ctx: StageContext) -> None:
