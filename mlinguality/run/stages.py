@@ -94,6 +94,7 @@ STAGES: tuple[Stage, ...] = (
         team=True,
         checkpoints=True,
         artifact=("stats", "stats"),
+        version=2,  # 2: corpus.seed salts the id-hash split (seed 0 keeps the old split)
     ),
     Stage(
         "score",
