@@ -106,6 +106,9 @@ def plot_four_ways(curves: pd.DataFrame, path: Path, headline: str, title: str =
         axis.legend(fontsize=7, loc="best", frameon=False)
         axis.set_ylabel(name, fontsize=8)
         axis.tick_params(labelsize=7)
+    from matplotlib.ticker import MaxNLocator
+
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1].set_xlabel("layer (shaded: the middle half, U's denominator)", fontsize=8)
     if title:
         axes[0].set_title(title, fontsize=9)
