@@ -340,7 +340,7 @@ class RunConfig(Section):
         ``seed``.
 
         >>> RunConfig().residual_collection
-        {'residual': True, 'lens_positions': 256, 'lens_seed': 0}
+        {'residual': True, 'lens_positions': 128, 'lens_seed': 0}
         >>> RunConfig.from_dict({"lenses": {"enabled": False}}).residual_collection
         {'residual': False}
         """
