@@ -28,8 +28,9 @@ class LensesConfig(Section):
 
     _key = "lenses"
     enabled: bool = True
-    # 128 positions x 18 layers x 5 languages through the 262k unembedding took ~23 s on Gemma
-    # (2 threads), with the probes and similarity ~0.3x of collection; 256 took 0.59x
+    # the whole stage with 128 positions (x 18 layers x 5 languages through the 262k
+    # unembedding, probes, similarity): 29 s against collection's 87 s (0.33x) on Gemma, 2
+    # threads, load ~1.7; 256 took 0.59x (docs/performance.md, "Lenses stage")
     lens_positions: int = 128
     folds: int = 2
     n_boot: int = 200
