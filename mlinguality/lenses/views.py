@@ -116,7 +116,9 @@ def layer_views(
         english: The language counted as English by the lens.
     """
     needed = dict.fromkeys([*langs, *(lang for pair in [*pairs, *floor_pairs] for lang in pair)])
-    missing = [lang for lang in needed if lang not in stats or stats[lang].example_resid_mean is None]
+    missing = [
+        lang for lang in needed if lang not in stats or stats[lang].example_resid_mean is None
+    ]
     if missing:
         raise MlingualityError(
             f"lenses: the statistics of {', '.join(missing)} hold no residuals (collect with "
@@ -180,7 +182,11 @@ def residual_views(
     corpus = as_corpus(corpus)
     floors = [tuple(pair) for pair in floor_pairs]
     controls = {pair[1] for pair in floors}
-    langs = list(langs) if langs is not None else [l for l in corpus.langs if l not in controls]
+    langs = (
+        list(langs)
+        if langs is not None
+        else [lang for lang in corpus.langs if lang not in controls]
+    )
     pairs = list(pairs) if pairs is not None else [(langs[0], other) for other in langs[1:]]
     every = list(dict.fromkeys([*langs, *(lang for pair in [*pairs, *floors] for lang in pair)]))
     stats = collect(

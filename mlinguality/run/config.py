@@ -34,8 +34,8 @@ from mlinguality.choices import (
     WandbMode,
 )
 from mlinguality.dashboards.config import ExamplesConfig
-from mlinguality.lenses.config import LensesConfig
 from mlinguality.errors import MlingualityError
+from mlinguality.lenses.config import LensesConfig
 from mlinguality.run.yamlfile import load_yaml
 from mlinguality.sections import Section, locate, parse_value
 from mlinguality.steering.config import SteeringConfig
@@ -346,7 +346,11 @@ class RunConfig(Section):
         """
         if not self.lenses.enabled:
             return {"residual": False}
-        return {"residual": True, "lens_positions": self.lenses.lens_positions, "lens_seed": self.seed}
+        return {
+            "residual": True,
+            "lens_positions": self.lenses.lens_positions,
+            "lens_seed": self.seed,
+        }
 
     @property
     def collection_batch_tokens(self) -> int:

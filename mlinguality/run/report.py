@@ -22,8 +22,8 @@ import pandas as pd
 from mlinguality.ablation.matrix import ACTIVITY_ROW, RANDOM_ROW
 from mlinguality.ablation.outputs import CONTROL_LABELS
 from mlinguality.run.config import RunConfig
-from mlinguality.run.markdown import fmt, table
 from mlinguality.run.lens_report import lens_section, write_lens_plot
+from mlinguality.run.markdown import fmt, table
 from mlinguality.run.neuron_report import neuron_section, write_browser_page
 from mlinguality.run.summary import build_summary, read_output
 from mlinguality.run.verdicts import FDR_Q, conclusion
@@ -110,7 +110,9 @@ def write_report(
         *neuron_section(files.run_dir),
         *_u_shape_table(config, files, summary),
         *_profile_section(config, files),
-        *lens_section(files.run_dir, config.selectivity.metrics[0], config.lenses.english, config.plots),
+        *lens_section(
+            files.run_dir, config.selectivity.metrics[0], config.lenses.english, config.plots
+        ),
         *_neurons_section(config, files),
         *_overlap_section(config, files),
         *_ablation_section(config, files),

@@ -160,9 +160,7 @@ def mean_residuals(
 
         return reduce
 
-    hooks = [
-        (resid_post_name(layer), hook_for(row, layer)) for row, layer in enumerate(chosen)
-    ]
+    hooks = [(resid_post_name(layer), hook_for(row, layer)) for row, layer in enumerate(chosen)]
     pad_id = pad_token_id(model.tokenizer)
     with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
         for indices in batches:

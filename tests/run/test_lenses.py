@@ -102,7 +102,9 @@ def test_the_report_section_reads_the_files(run):
     assert np.allclose(curves["probe"], probes["uniform_bits"] / probes["codelength_bits"])
     sim = pd.read_csv(run_dir / "lenses" / "similarity.csv")
     sim = sim[(sim["metric"] == "cka") & ~sim["control"]]
-    assert np.allclose(curves["similarity"], (sim["floor"] - sim["value"]).groupby(sim["layer"]).mean())
+    assert np.allclose(
+        curves["similarity"], (sim["floor"] - sim["value"]).groupby(sim["layer"]).mean()
+    )
     lens = pd.read_csv(run_dir / "lenses" / "logit_lens.csv")
     assert np.allclose(
         curves["lens_input"], lens[lens["lang"] != "en"].groupby("layer")["share_input"].mean()
