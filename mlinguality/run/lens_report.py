@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlinguality.run.markdown import fmt, table
+from mlinguality.run.verdicts import num
 from mlinguality.selectivity.u_shape import u_shape_layers
 
 FOLDER = "lenses"
@@ -221,3 +222,36 @@ def write_lens_plot(run_dir: Path, headline: str, english: str, title: str = "")
     if curves is None:
         return None
     return plot_four_ways(curves, run_dir / PLOT, headline, title)
+
+
+def lens_summary(run_dir: Path, english: str = "en") -> dict | None:
+    """The ``lenses`` namespace of ``summary.json`` (and W&B): the probe's range, the U of the
+    similarity over the floor with its interval, the lens's English peak on non-English input."""
+    probes = _read(run_dir, "probes.csv")
+    similarity_u = _read(run_dir, "similarity_u.csv")
+    lens = _read(run_dir, "logit_lens.csv")
+    if probes is None or similarity_u is None or lens is None:
+        return None
+    out: dict = {
+        "probe_accuracy_min": num(probes["accuracy"].min()),
+        "probe_compression_u": num(_u(probes.set_index("layer")["compression"])),
+    }
+    own = similarity_u[~similarity_u["control"].astype(bool)]
+    for metric, rows in own.groupby("metric", sort=False):
+        out[f"{metric}_u_over_floor"] = {
+            str(row.pair): [
+                num(row.u_over_floor),
+                num(row.u_over_floor_ci_low),
+                num(row.u_over_floor_ci_high),
+            ]
+            for row in rows.itertuples()
+        }
+    others = lens[lens["lang"] != english]
+    if len(others):
+        curve = others.groupby("layer")["share_en"].mean()
+        out["lens_english_peak_layer"] = int(curve.idxmax())
+        out["lens_english_peak_share"] = num(curve.max())
+        out["lens_input_share_at_peak"] = num(
+            others[others["layer"] == curve.idxmax()]["share_input"].mean()
+        )
+    return out

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from mlinguality.run.config import RunConfig
+from mlinguality.run.lens_report import lens_summary
 from mlinguality.run.verdicts import FDR_Q, num, verdicts
 
 
@@ -101,6 +102,9 @@ def build_summary(
             **{k: v for k, v in dominance.items() if k != "ratio"},
             "baseline_bits_per_byte": ablation["baseline_bits_per_byte"],
         }
+    lenses = lens_summary(run_dir, config.lenses.english)
+    if lenses is not None:
+        summary["lenses"] = lenses
     perf: dict[str, Any] = {f"{name}_s": entry["seconds"] for name, entry in stages.items()}
     perf["total_s"] = round(total_s, 3)
     perf["reused"] = sorted(name for name, origin in origins.items() if origin != "computed")

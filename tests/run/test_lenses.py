@@ -136,3 +136,19 @@ def test_lenses_off_collects_no_residuals_and_on_recollects(run, tmp_path):
     third = run_experiment(on)
     assert _stages(third)["collect"]["origin"].startswith("cache:collect-")
     assert _stages(third)["lenses"]["origin"].startswith("cache:lenses-")
+
+
+def test_the_summary_carries_the_lenses_numbers(run):
+    """summary.json's ``lenses``: the English peak of the lens recomputed from logit_lens.csv,
+    the probe's minimum accuracy, each pair's U over the floor from similarity_u.csv."""
+    _, _, run_dir = run
+    summary = json.loads((run_dir / "summary.json").read_text())["lenses"]
+    lens = pd.read_csv(run_dir / "lenses" / "logit_lens.csv")
+    curve = lens[lens["lang"] != "en"].groupby("layer")["share_en"].mean()
+    assert summary["lens_english_peak_layer"] == int(curve.idxmax())
+    assert summary["lens_english_peak_share"] == pytest.approx(curve.max())
+    probes = pd.read_csv(run_dir / "lenses" / "probes.csv")
+    assert summary["probe_accuracy_min"] == pytest.approx(probes["accuracy"].min())
+    u = pd.read_csv(run_dir / "lenses" / "similarity_u.csv")
+    row = u[(u["metric"] == "cka") & (u["pair"] == "en-fr")].iloc[0]
+    assert summary["cka_u_over_floor"]["en-fr"][0] == pytest.approx(row["u_over_floor"])
