@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from mlinguality.activations.batching import Positions, TokenizedText
 from mlinguality.types import LensResid, LensTokens, LensWhere
@@ -95,7 +96,7 @@ def lens_sample(
 
 def merge_lens(
     example_ids: Sequence[str],
-    parts: Sequence[tuple[LensWhere, LensResid, LensTokens]],
+    parts: Sequence[tuple[Tensor, Tensor, Tensor]],  # (where, resid, next): sizes differ by part
     lens_positions: int,
     seed: int,
 ) -> tuple[LensWhere, LensResid, LensTokens]:

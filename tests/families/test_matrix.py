@@ -163,7 +163,7 @@ def test_a_run_writes_every_stage(family_run):
     family, _, run_dir = family_run
     stages = json.loads((run_dir / "stages.json").read_text())
     assert {name: entry["origin"] for name, entry in stages.items()} == {
-        name: "computed" for name in ("collect", "score", "select", "ablate", "steer")
+        name: "computed" for name in ("collect", "score", "select", "lenses", "ablate", "steer")
     }
     for name in (
         "layer_profile.csv",

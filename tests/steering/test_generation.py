@@ -126,7 +126,7 @@ def test_a_generation_of_special_tokens_alone_has_no_language(tiny_model):
 
     from tokenizers import AddedToken
 
-    from mlinguality.steering.experiment import _score
+    from mlinguality.steering.experiment import score_generations
     from mlinguality.steering.language_id import LanguageIdentifier, outcome
 
     tokenizer = copy.deepcopy(tiny_model.tokenizer)
@@ -151,7 +151,7 @@ def test_a_generation_of_special_tokens_alone_has_no_language(tiny_model):
     )
     out = generate(model, ["Au commencement"], max_new_tokens=12, use_cache=False)
     assert out.new_ids == [[image] * 12] and out.texts == [""]
-    (row,) = _score(tiny_model, out, LanguageIdentifier())
+    (row,) = score_generations(tiny_model, out, LanguageIdentifier())
     assert row["lang"] == "" and outcome(row["lang"], "fr", "en") == "other"
     mixed = generate(model, ["Au commencement", "Blessed are"], max_new_tokens=4, use_cache=False)
     assert mixed.texts == [tokenizer.decode(word)] * 2
