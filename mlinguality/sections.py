@@ -201,7 +201,24 @@ def unknown_key_message(key: str, known: list[str]) -> str:
     return _unknown(key, known)
 
 
+def _sections(cls: type = None) -> list[type]:
+    """Every config section class defined so far (the subclasses of :class:`Section`)."""
+    out = []
+    for sub in (cls or Section).__subclasses__():
+        out += [sub, *_sections(sub)]
+    return out
+
+
 def _unknown(key: str, known: list[str]) -> str:
+    section, _, leaf = key.rpartition(".")
+    elsewhere = sorted(
+        f"{sub._key}.{leaf}"
+        for sub in _sections()
+        if sub._key and sub._key != section and dataclasses.is_dataclass(sub)
+        and leaf in {item.name for item in dataclasses.fields(sub)}
+    )  # fmt: skip
+    if elsewhere:  # the right key in the wrong section: name where it lives
+        return f"unknown key {key!r} ({leaf!r} is a key of {' and '.join(elsewhere)})"
     close = difflib.get_close_matches(key, known, n=1)
     if close:
         return f"unknown key {key!r} (did you mean {close[0]!r}?)"

@@ -64,12 +64,26 @@ def split_lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
+def listed_columns(available: Sequence[str]) -> str:
+    """The columns a missing language could be, for a message: ``example_id`` left out, ``id``
+    named as what it may be (the ids, or Indonesian's language code).
+
+    >>> listed_columns(["example_id", "en", "id"])
+    'en, id (the ids, or Indonesian)'
+    """
+    names = [
+        f"{name} (the ids, or Indonesian)" if name == LEGACY_ID_FIELD else name
+        for name in available
+        if name != ID_FIELD
+    ]
+    return ", ".join(names) or "(none)"
+
+
 def _missing(path: Path, langs: Sequence[str], available: Sequence[str], what: str) -> None:
     absent = [lang for lang in langs if lang not in available]
     if absent:
         raise MlingualityError(
-            f"{path}: no {what} for language {absent[0]!r}; available: "
-            f"{', '.join(a for a in available if a not in (ID_FIELD, LEGACY_ID_FIELD)) or '(none)'}"
+            f"{path}: no {what} for language {absent[0]!r}; available: {listed_columns(available)}"
         )
 
 

@@ -144,6 +144,12 @@ def corpus_identity(config: RunConfig, memo: Path | None = None) -> dict[str, An
     path = Path(source).expanduser()
     if path.is_file():
         return {"file": content_digest(path, memo)}
+    from mlinguality.corpus.readers import moses_files
+
+    files = moses_files(path)
+    if files:  # a Moses prefix: every file read, by content
+        langs = [lang for lang in config.collection_langs if lang in files]
+        return {"moses": {lang: content_digest(files[lang], memo) for lang in langs}}
     return {"source": source}  # preflight refuses a missing file before keys are made
 
 

@@ -133,7 +133,7 @@ def _check_names(config: RunConfig) -> None:
 def _check_corpus_languages(config: RunConfig) -> None:
     """Every language the run collects is a column (key, file) of a corpus file, read from its
     first line: a missing one stops the run here, before its folder or W&B run exist."""
-    from mlinguality.corpus.readers import ID_FIELD, LEGACY_ID_FIELD, file_languages
+    from mlinguality.corpus.readers import file_languages, listed_columns
 
     source = config.corpus.source
     if source == "bible":
@@ -143,7 +143,7 @@ def _check_corpus_languages(config: RunConfig) -> None:
         return  # unreadable first line: the corpus reader names the line and the fault
     if what == "file" and not available:
         return  # no Moses files either: the reader says which sources it understands
-    listed = ", ".join(a for a in available if a not in (ID_FIELD, LEGACY_ID_FIELD)) or "(none)"
+    listed = listed_columns(available)
     for lang in config.collection_langs:
         if lang in available:
             continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,15 @@ def saved_config(run_dir: Path, flag: str = "--resume") -> RunConfig:
     """The config a run folder was run with (its paths absolute, as the run saved them)."""
     if not (run_dir / SAVED_CONFIG).is_file():
         raise MlingualityError(f"{flag} {run_dir}: no {SAVED_CONFIG} there (not a run folder)")
-    return RunConfig.load(run_dir / SAVED_CONFIG).with_absolute_paths()
+    config = RunConfig.load(run_dir / SAVED_CONFIG).with_absolute_paths()
+    named = re.fullmatch(rf"{re.escape(config.name)}-\d{{8}}-\d{{6}}(-\d+)?", run_dir.name)
+    if not named and not (run_dir / "stages.json").is_file():
+        raise MlingualityError(
+            f"{flag} {run_dir}: not a run folder (no stages.json, and its name is not "
+            f"{config.name}-YYYYmmdd-HHMMSS); to run that config, `mlinguality run "
+            f"{run_dir / SAVED_CONFIG}`"
+        )
+    return config
 
 
 def _leaves(config: RunConfig) -> dict[str, Any]:

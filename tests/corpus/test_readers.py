@@ -59,7 +59,10 @@ def test_table_missing_language_column_lists_available(tmp_path):
     path = write(tmp_path / "c.tsv", "id\ten\tfr\n1\ta\tb\n")
     with pytest.raises(MlingualityError) as error:
         read_table(path, ["en", "de"])
-    assert one_line(error) == f"{path}: no column for language 'de'; available: en, fr"
+    # "id" may be the ids or Indonesian: listed as such (issue 22), "example_id" never
+    assert one_line(error) == (
+        f"{path}: no column for language 'de'; available: id (the ids, or Indonesian), en, fr"
+    )
 
 
 def test_table_invalid_utf8_names_file_and_line(tmp_path):

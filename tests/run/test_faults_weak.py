@@ -261,3 +261,38 @@ def test_an_offline_run_keeps_a_readable_record_of_what_it_logged(tiny):
     for table in logged["tables"]:  # a table is logged as nested keys (KEY/_type, ...)
         assert any(key.startswith(f"{table['key']}/") for key in logged_keys), table
     assert {a["name"] for a in logged["artifacts"]} == {a["name"] for a in truth.artifacts}
+
+
+def test_a_key_of_another_section_names_where_it_lives(tiny):
+    """``ablation.n_permutations`` is selectivity's: the message says so instead of suggesting
+    the closest spelling in the wrong section (``ablation.positions``)."""
+    result = cli("run", str(tiny), "--set", "ablation.n_permutations=3", cwd=tiny.parent)
+    line = assert_user_error(result, "'ablation.n_permutations'", "selectivity.n_permutations")
+    assert "ablation.positions" not in line
+    _nothing_left(tiny.parent)
+    typo = cli("run", str(tiny), "--set", "ablation.positons=all", cwd=tiny.parent)
+    assert_user_error(typo, "did you mean 'ablation.positions'")
+
+
+def test_resume_refuses_a_folder_that_is_not_a_run(tiny):
+    """A folder holding a ``config.yaml`` but no ``stages.json`` and not named like a run (here
+    the config's own folder) is refused in one line; nothing is computed into it."""
+    folder = tiny.parent / "configs"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(tiny.read_text())
+    before = sorted(path.name for path in folder.iterdir())
+    result = cli("run", "--resume", str(folder), cwd=tiny.parent)
+    assert_user_error(result, "not a run folder", "mlinguality run")
+    assert sorted(path.name for path in folder.iterdir()) == before
+
+
+def test_a_missing_language_lists_an_id_column_as_what_it_may_be(tmp_path):
+    """A TSV whose columns are ``id, en, fr``: asking for ``de`` lists ``id`` too (it may be
+    Indonesian), not only en and fr."""
+    corpus = tmp_path / "corpus.tsv"
+    corpus.write_text("id\ten\tfr\nv1\tAmen.\tAmen.\nv2\tLight.\tLumière.\n", encoding="utf-8")
+    data = config_dict(tmp_path)
+    data["corpus"] = {**data["corpus"], "source": str(corpus), "langs": ["en", "de"]}
+    config = write_config(tmp_path / "tiny.yaml", data)
+    result = cli("run", str(config), cwd=tmp_path)
+    assert_user_error(result, "'de'", "available: id (the ids, or Indonesian), en, fr")

@@ -114,3 +114,32 @@ def test_a_stage_version_bump_changes_its_key_and_its_readers_only():
     other = stage_keys(RunConfig(), fingerprints, bumped)
     changed = [name for name in base if base[name] != other[name]]
     assert changed == ["select", "examples", "ablate", "steer"]
+
+
+def test_an_edited_moses_file_is_recomputed(tmp_path):
+    """A Moses prefix (``verses.en``, ``verses.fr``, ...): the key covers every file's bytes."""
+    from tests.run.test_runner import _ALT, _TEXTS, LANGS
+
+    prefix = tmp_path / "verses"
+    texts = {**_TEXTS, "en:alt": _ALT}
+    for lang in [*LANGS, "en:alt"]:
+        Path(f"{prefix}.{lang}").write_text("\n".join(texts[lang]) + "\n", encoding="utf-8")
+    config = _config(tmp_path, tracking={"wandb": "disabled"}, ablation={"enabled": False})
+    config = config.with_overrides([f"corpus.source={prefix}", "lenses.enabled=false"])
+    run_experiment(config)
+    again = run_experiment(config)
+    assert _origins(again)["collect"].startswith("cache:collect-")
+    fr = Path(f"{prefix}.fr")
+    lines = fr.read_text(encoding="utf-8").splitlines()
+    lines[0] = "Tout au début, Dieu fit le ciel et la terre entière."
+    fr.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    edited = run_experiment(config)
+    assert _origins(edited)["collect"] == "computed"
+
+
+def test_the_bibles_key_is_its_databases_digest():
+    from mlinguality.corpus.bible import bible_db_path
+    from mlinguality.files import content_digest
+    from mlinguality.run.keys import corpus_identity
+
+    assert corpus_identity(RunConfig()) == {"bible": content_digest(bible_db_path())}
