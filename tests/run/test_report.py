@@ -272,3 +272,25 @@ def test_what_the_neurons_are_is_the_cards_and_the_output_test(run):
         assert row[2] == format(mine.loc["selected", "own_share"], ".3f")
         assert row[4] == format(mine.loc["random", "own_share"], ".3f")
     assert (run_dir / "neurons.html").stat().st_size > 10_000  # the browser, from the same file
+
+
+def test_every_shipped_sweep_metric_is_a_key_the_summary_logs(run):
+    """A sweep's ``metric.name`` must be a key of the flattened summary W&B receives, or the
+    sweep optimises nothing (rate_mode.yaml: the own-language rise minus the activity-matched
+    control, a difference, not the ratio ``diagonal_dominance``)."""
+    from pathlib import Path
+
+    import yaml
+
+    from mlinguality.run.summary import flatten
+
+    _, run_dir = run
+    logged = flatten(json.loads((run_dir / "summary.json").read_text()))
+    folder = Path(__file__).resolve().parents[2] / "experiments" / "sweeps"
+    sweeps = sorted(folder.glob("*.yaml"))
+    assert sweeps
+    for path in sweeps:
+        metric = yaml.safe_load(path.read_text())["metric"]["name"]
+        assert metric in logged, (path.name, metric)
+    rate_mode = yaml.safe_load((folder / "rate_mode.yaml").read_text())
+    assert rate_mode["metric"]["name"] == "ablation/own_minus_random_activity"
