@@ -13,10 +13,11 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from mlinguality.run.markdown import fmt, table
 from mlinguality.run.verdicts import num
-from mlinguality.selectivity.u_shape import u_shape_layers
+from mlinguality.selectivity.u_shape import u_shape_layers, u_shape_statistic
 
 FOLDER = "lenses"
 PLOT = "plots/layers_four_ways.png"
@@ -30,10 +31,7 @@ def _read(run_dir: Path, name: str) -> pd.DataFrame | None:
 
 def _u(curve: pd.Series) -> float:
     """Edge layers' mean over the middle layers' (the seed paper's U, as for the neurons)."""
-    edges, middle = u_shape_layers(len(curve))
-    values = curve.to_numpy(dtype=float)
-    middle_mean = values[middle].mean()
-    return float(values[edges].mean() / middle_mean) if middle_mean else math.nan
+    return u_shape_statistic(torch.tensor(curve.to_numpy(dtype=float)))
 
 
 def four_way_curves(run_dir: Path, headline: str, english: str = "en") -> pd.DataFrame | None:
